@@ -1,0 +1,243 @@
+"""Iterative Emotion Interaction Network (Lu et al., COLING 2020), section 2 of the paper.
+
+Reading order follows the paper:
+
+* :class:`UtteranceEncoder`   eq. 1-3  words -> BiGRU -> attention -> utterance vector u_i
+* :class:`ECEncoder`          eq. 4-8  emotion embedding of P, context BiGRU, classifier
+* :class:`IEIN`               eq. 9-10 initial prediction P^0, then P^i = EC-Encoder(P^{i-1}, U)
+* :func:`iein_loss`           eq. 11-13 cross-entropy of every step + margin on adjacent steps
+
+Variants (Table 3 of the paper) are a config switch, not a separate model:
+
+* ``variant="iein"``        the full model with ``iterations`` = T >= 0 feedback steps;
+* ``variant="no_label"``    no emotion embedding and no feedback: the context BiGRU sees U only;
+* ``variant="gold_label"``  one EC-Encoder pass whose emotion inputs are the gold labels of the
+  *context*; an utterance never sees its own gold label (it sees its own initial prediction
+  P^0 instead), otherwise the ablation would just copy the answer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .layers import AttentionPooling, gru_cell, length_mask, run_packed, scatter_utterances
+
+Variant = Literal["iein", "no_label", "gold_label"]
+IGNORE = -100  # label id of padded utterances and unlabelled utterances
+
+
+@dataclass
+class IEINConfig:
+    """Model hyper-parameters.  Defaults are the paper's MELD settings (section 3.3)."""
+
+    n_labels: int = 7
+    vocab_size: int = 2
+    embedding_dim: int = 50
+    utterance_hidden: int = 100  # GRU size of the utterance encoder (per direction)
+    emotion_dim: int = 32  # size of an emotion embedding x_j (eq. 4)
+    iterations: int = 2  # T: number of EC-Encoder feedback steps after P^0
+    dropout: float = 0.1
+    variant: Variant = "iein"
+    freeze_embeddings: bool = False
+    #: Detach P^{i-1} before feeding it back.  The paper does not say; with gradients the
+    #: T steps form one deep recurrent net.  Kept as a switch for the ablation study.
+    detach_feedback: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("iein", "no_label", "gold_label"):
+            raise ConfigError(f"model config field 'variant': unknown {self.variant!r}")
+        if self.iterations < 0:
+            raise ConfigError("model config field 'iterations': T must be >= 0")
+        if self.n_labels < 2:
+            raise ConfigError("model config field 'n_labels': need at least 2 labels")
+
+    @property
+    def utterance_dim(self) -> int:
+        return 2 * self.utterance_hidden
+
+    @property
+    def context_hidden(self) -> int:
+        """Eq. 7 adds the GRU states to the input [u_i; e_i], so the sizes must agree:
+        2*100 + 32 = 232 (MELD) and 2*50 + 32 = 132 (IEMOCAP), exactly the paper's values."""
+        emo = 0 if self.variant == "no_label" else self.emotion_dim
+        return self.utterance_dim + emo
+
+    @property
+    def steps(self) -> int:
+        """Number of probability tensors the model outputs (P^0 ... P^T)."""
+        if self.variant == "iein":
+            return self.iterations + 1
+        return 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IEINConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"model config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+class UtteranceEncoder(nn.Module):
+    """Eq. 1-3: word embeddings -> BiGRU -> h_i = [fwd; bwd] -> attention pooling."""
+
+    def __init__(self, cfg: IEINConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embedding_dim, padding_idx=0)
+        self.embedding.weight.requires_grad_(not cfg.freeze_embeddings)
+        self.gru = nn.GRU(cfg.embedding_dim, cfg.utterance_hidden, batch_first=True, bidirectional=True)
+        self.attention = AttentionPooling(cfg.utterance_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """``tokens (n_utt, max_words)``, ``lengths (n_utt,)`` -> ``u (n_utt, 2*hidden)``."""
+        x = self.dropout(self.embedding(tokens))
+        h = run_packed(self.gru, x, lengths)  # eq. 1
+        return self.attention(h, length_mask(lengths, tokens.size(1)))  # eq. 2-3
+
+
+class ECEncoder(nn.Module):
+    """Eq. 4-8, the emotion-interaction based context encoder (one shared instance).
+
+    ``use_emotion=False`` gives the No Label ablation's plain context encoder.
+    """
+
+    def __init__(self, cfg: IEINConfig, use_emotion: bool = True) -> None:
+        super().__init__()
+        dim = cfg.context_hidden
+        # eq. 4: e_i = sum_j p_i^j x_j is a bias-free linear map of p_i; its weight columns are x_j.
+        self.emotion_embedding = nn.Linear(cfg.n_labels, cfg.emotion_dim, bias=False) if use_emotion else None
+        self.gru = nn.GRU(dim, dim, batch_first=True, bidirectional=True)  # eq. 5-6
+        self.classifier = nn.Linear(dim, cfg.n_labels)  # eq. 8 (softmax applied by the caller)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def inputs(self, u: Tensor, p: Tensor | None) -> Tensor:
+        """[u_i; e_i] of eq. 5-7."""
+        if self.emotion_embedding is None:
+            return u
+        return torch.cat([u, self.emotion_embedding(p)], dim=-1)  # eq. 4
+
+    def forward(self, u: Tensor, p: Tensor | None, n_utts: Tensor) -> Tensor:
+        """``u (B, N, du)``, ``p (B, N, L)`` -> logits ``(B, N, L)``."""
+        x = self.inputs(u, p)
+        out = run_packed(self.gru, x, n_utts)
+        fwd, bwd = out.chunk(2, dim=-1)
+        h = fwd + bwd + x  # eq. 7
+        return self.classifier(self.dropout(h))
+
+    def forward_context_only(self, u: Tensor, p_context: Tensor, p_own: Tensor, n_utts: Tensor) -> Tensor:
+        """Like :meth:`forward`, but position i reads ``p_context`` only at the *other*
+        positions and its own ``p_own`` at i (Gold Label ablation without self-leak).
+
+        The forward state at i is one GRU step from the forward state at i-1 (computed on
+        the context inputs) with input [u_i; e(p_own_i)]; the backward state likewise.
+        """
+        x_ctx = self.inputs(u, p_context)
+        x_own = self.inputs(u, p_own)
+        out = run_packed(self.gru, x_ctx, n_utts)
+        fwd, bwd = out.chunk(2, dim=-1)
+        # state *before* position i: forward shifted right, backward shifted left; padded
+        # positions of `out` are zero, so the last real utterance starts from zero too.
+        fwd_prev = F.pad(fwd, (0, 0, 1, 0))[:, :-1]
+        bwd_next = F.pad(bwd, (0, 0, 0, 1))[:, 1:]
+        h = gru_cell(x_own, fwd_prev, self.gru) + gru_cell(x_own, bwd_next, self.gru, reverse=True) + x_own
+        return self.classifier(self.dropout(h))
+
+
+class IEIN(nn.Module):
+    """The full network: returns the logits of every step P^0 ... P^T."""
+
+    def __init__(self, cfg: IEINConfig, embeddings: Tensor | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.utterance_encoder = UtteranceEncoder(cfg)
+        if embeddings is not None:
+            if tuple(embeddings.shape) != (cfg.vocab_size, cfg.embedding_dim):
+                raise ConfigError(
+                    f"embedding matrix {tuple(embeddings.shape)} does not match "
+                    f"vocab_size x embedding_dim = {cfg.vocab_size} x {cfg.embedding_dim}"
+                )
+            with torch.no_grad():
+                self.utterance_encoder.embedding.weight.copy_(embeddings)
+        self.initial_classifier = nn.Linear(cfg.utterance_dim, cfg.n_labels)  # eq. 9
+        self.ec_encoder = ECEncoder(cfg, use_emotion=cfg.variant != "no_label")
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def encode_utterances(self, tokens: Tensor, word_lengths: Tensor, n_utts: Tensor) -> Tensor:
+        """U of the paper as ``(B, N, du)``."""
+        flat = self.utterance_encoder(tokens, word_lengths)
+        return self.dropout(scatter_utterances(flat, n_utts))
+
+    def forward(
+        self,
+        tokens: Tensor,
+        word_lengths: Tensor,
+        n_utts: Tensor,
+        gold: Tensor | None = None,
+    ) -> list[Tensor]:
+        """Logits of every step, each ``(B, N, L)``; the prediction is the last one.
+
+        ``tokens``/``word_lengths`` hold the utterances of all dialogues back to back,
+        ``n_utts`` the number of utterances per dialogue.  ``gold`` (B, N) is used only by
+        the Gold Label variant.
+        """
+        cfg = self.config
+        u = self.encode_utterances(tokens, word_lengths, n_utts)
+        steps = [self.initial_classifier(u)]  # eq. 9 (softmax taken below / in the loss)
+        if cfg.variant == "no_label":
+            steps.append(self.ec_encoder(u, None, n_utts))
+        elif cfg.variant == "gold_label":
+            if gold is None:
+                raise ConfigError("the gold_label variant needs gold labels at every step (it is an oracle)")
+            p_gold = F.one_hot(gold.clamp(min=0), cfg.n_labels).to(u.dtype)
+            p_gold = p_gold * (gold >= 0).unsqueeze(-1)  # unlabelled/padded: no label information
+            p_own = torch.softmax(steps[0], dim=-1)
+            steps.append(self.ec_encoder.forward_context_only(u, p_gold, p_own, n_utts))
+        else:
+            p = torch.softmax(steps[0], dim=-1)
+            for _ in range(cfg.iterations):  # eq. 10, one shared EC-Encoder
+                logits = self.ec_encoder(u, p.detach() if cfg.detach_feedback else p, n_utts)
+                steps.append(logits)
+                p = torch.softmax(logits, dim=-1)
+        return steps
+
+
+def iein_loss(
+    step_logits: list[Tensor],
+    labels: Tensor,
+    lam: float,
+    class_weight: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Eq. 11-13.
+
+    L = 1/(T+1) sum_i CE(P^i)  +  lambda * 1/T sum_i mean_j max(0, p^i_{j,y} - p^{i+1}_{j,y})
+
+    Eq. 12 only involves the gold class y_j.  We treat p^i (the *earlier* step) as a
+    constant in the margin term: its gradient would otherwise push the gold probability of
+    the earlier step *down* to close the gap, and with lambda = 50 (IEMOCAP) that collapsed
+    training to flat outputs.  The margin therefore only pulls the later step up, which is
+    what "punish right-to-wrong modification" asks for.  ``class_weight`` re-weights the
+    cross-entropy (an option, off in the paper's presets).
+    """
+    mask = labels != IGNORE
+    y = labels[mask]
+    ce_terms = [F.cross_entropy(logits[mask], y, weight=class_weight) for logits in step_logits]
+    loss_iter = torch.stack(ce_terms).mean()
+    parts = {"ce": float(loss_iter.detach()), "ce_last": float(ce_terms[-1].detach())}
+    if len(step_logits) > 1 and lam > 0:
+        gold_p = [torch.softmax(l[mask], dim=-1).gather(1, y[:, None]).squeeze(1) for l in step_logits]
+        adj = [F.relu(gold_p[i].detach() - gold_p[i + 1]).mean() for i in range(len(gold_p) - 1)]
+        loss_adj = torch.stack(adj).mean()
+        parts["adj"] = float(loss_adj.detach())
+        return loss_iter + lam * loss_adj, parts
+    parts["adj"] = 0.0
+    return loss_iter, parts

@@ -1,0 +1,215 @@
+"""Unit tests of every block of the IEIN model and of each loss term (eq. 1-13)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iein.errors import ConfigError
+from iein.models.iein import IEIN, IGNORE, ECEncoder, IEINConfig, iein_loss
+from iein.models.layers import AttentionPooling, gru_cell, run_packed, scatter_utterances
+
+
+def tiny_cfg(**kw) -> IEINConfig:
+    base = dict(n_labels=4, vocab_size=30, embedding_dim=6, utterance_hidden=5, emotion_dim=3, iterations=2, dropout=0.0)
+    base.update(kw)
+    return IEINConfig(**base)
+
+
+def tiny_batch(seed: int = 0):
+    """Two dialogues (3 and 2 utterances) with padded words and one padded utterance slot."""
+    g = torch.Generator().manual_seed(seed)
+    word_lengths = torch.tensor([4, 2, 3, 1, 4])
+    tokens = torch.zeros(5, 4, dtype=torch.long)
+    for i, n in enumerate(word_lengths.tolist()):
+        tokens[i, :n] = torch.randint(2, 30, (n,), generator=g)
+    n_utts = torch.tensor([3, 2])
+    labels = torch.tensor([[0, 1, 2], [3, 1, IGNORE]])
+    return tokens, word_lengths, n_utts, labels
+
+
+def test_context_hidden_matches_paper_sizes():
+    # eq. 7 sums GRU states with [u; e]: hidden must be 2*utt_hidden + emotion_dim
+    assert IEINConfig(utterance_hidden=100, emotion_dim=32).context_hidden == 232  # MELD
+    assert IEINConfig(utterance_hidden=50, emotion_dim=32).context_hidden == 132  # IEMOCAP
+    assert IEINConfig(utterance_hidden=50, variant="no_label").context_hidden == 100
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="iterations"):
+        IEINConfig(iterations=-1)
+    with pytest.raises(ConfigError, match="variant"):
+        IEINConfig(variant="oracle")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown fields"):
+        IEINConfig.from_dict({"n_labels": 3, "bogus": 1})
+
+
+def test_attention_pooling_hand_computed():
+    pool = AttentionPooling(2)
+    with torch.no_grad():
+        pool.w_u.weight.copy_(torch.tensor([[1.0, 0.0]]))
+    h = torch.tensor([[[0.0, 1.0], [math.log(3.0), 2.0], [9.0, 9.0]]])  # third word is padding
+    mask = torch.tensor([[True, True, False]])
+    # scores 0 and ln 3 -> alpha = (1/4, 3/4); u = 1/4*[0,1] + 3/4*[ln3, 2]
+    expected = torch.tensor([[0.75 * math.log(3.0), 0.25 + 1.5]])
+    assert torch.allclose(pool(h, mask), expected, atol=1e-6)
+
+
+def test_gru_cell_matches_torch_gru_both_directions():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)
+    x = torch.randn(2, 1, 3)
+    out, _ = gru(x)
+    h0 = torch.zeros(2, 4)
+    assert torch.allclose(gru_cell(x[:, 0], h0, gru), out[:, 0, :4], atol=1e-6)
+    assert torch.allclose(gru_cell(x[:, 0], h0, gru, reverse=True), out[:, 0, 4:], atol=1e-6)
+
+
+def test_run_packed_zero_at_padding_and_scatter():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(2, 3, batch_first=True)
+    x = torch.randn(2, 4, 2)
+    out = run_packed(gru, x, torch.tensor([4, 2]))
+    assert torch.equal(out[1, 2:], torch.zeros(2, 3))
+    flat = torch.arange(10.0).view(5, 2)
+    grid = scatter_utterances(flat, torch.tensor([3, 2]))
+    assert grid.shape == (2, 3, 2)
+    assert torch.equal(grid[1, :2], flat[3:]) and torch.equal(grid[1, 2], torch.zeros(2))
+
+
+def test_emotion_embedding_is_probability_weighted_sum():
+    # eq. 4: e_i = sum_j p_i^j x_j
+    cfg = tiny_cfg()
+    ec = ECEncoder(cfg)
+    p = torch.tensor([[0.5, 0.25, 0.25, 0.0]])
+    x = ec.emotion_embedding.weight.T  # rows are the emotion embeddings x_j
+    expected = 0.5 * x[0] + 0.25 * x[1] + 0.25 * x[2]
+    assert torch.allclose(ec.emotion_embedding(p)[0], expected, atol=1e-6)
+
+
+def test_ec_encoder_residual_eq7():
+    cfg = tiny_cfg()
+    ec = ECEncoder(cfg)
+    with torch.no_grad():  # zero GRU => h_i = [u_i; e_i] exactly (eq. 7 residual)
+        for p in ec.gru.parameters():
+            p.zero_()
+        ec.classifier.weight.copy_(torch.eye(cfg.n_labels, cfg.context_hidden))
+        ec.classifier.bias.zero_()
+    u = torch.randn(1, 2, cfg.utterance_dim)
+    p = torch.softmax(torch.randn(1, 2, cfg.n_labels), -1)
+    logits = ec(u, p, torch.tensor([2]))
+    # GRU with zero weights: n = 0, z = 0.5 -> h stays 0, so logits = first L dims of [u; e]
+    assert torch.allclose(logits, ec.inputs(u, p)[..., : cfg.n_labels], atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["iein", "no_label", "gold_label"])
+def test_padding_does_not_leak(variant):
+    torch.manual_seed(0)
+    model = IEIN(tiny_cfg(variant=variant)).eval()
+    tokens, wl, n_utts, labels = tiny_batch()
+    ref = model(tokens, wl, n_utts, gold=labels)
+    # change every padded word and add an extra padded word column
+    tokens2 = tokens.clone()
+    for i, n in enumerate(wl.tolist()):
+        tokens2[i, n:] = 7
+    tokens3 = torch.cat([tokens2, torch.full((5, 1), 9)], dim=1)
+    # change the padded utterance slot's label (dialogue 2 has only 2 utterances)
+    labels2 = labels.clone()
+    labels2[1, 2] = 3
+    for t, lab in ((tokens2, labels), (tokens3, labels2)):
+        out = model(t, wl, n_utts, gold=lab)
+        for a, b in zip(ref, out):
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1, :2], b[1, :2])
+
+
+def test_number_of_steps_and_shapes():
+    tokens, wl, n_utts, labels = tiny_batch()
+    for t in (0, 1, 3):
+        steps = IEIN(tiny_cfg(iterations=t))(tokens, wl, n_utts)
+        assert len(steps) == t + 1 and all(s.shape == (2, 3, 4) for s in steps)
+    assert len(IEIN(tiny_cfg(variant="no_label"))(tokens, wl, n_utts)) == 2
+    assert IEIN(tiny_cfg(variant="no_label")).ec_encoder.emotion_embedding is None
+
+
+def test_iterations_share_one_ec_encoder():
+    # eq. 10: the same EC-Encoder at every step; feeding step-1 output back gives step 2
+    torch.manual_seed(0)
+    model = IEIN(tiny_cfg(iterations=2)).eval()
+    tokens, wl, n_utts, _ = tiny_batch()
+    steps = model(tokens, wl, n_utts)
+    u = model.encode_utterances(tokens, wl, n_utts)
+    again = model.ec_encoder(u, torch.softmax(steps[1], -1), n_utts)
+    assert torch.allclose(again, steps[2], atol=1e-6)
+
+
+def test_gold_label_never_sees_its_own_label():
+    torch.manual_seed(0)
+    model = IEIN(tiny_cfg(variant="gold_label")).eval()
+    tokens, wl, n_utts, labels = tiny_batch()
+    ref = model(tokens, wl, n_utts, gold=labels)[-1]
+    changed = labels.clone()
+    changed[0, 1] = 3  # change the gold label of utterance 1 in dialogue 0
+    out = model(tokens, wl, n_utts, gold=changed)[-1]
+    assert torch.equal(out[0, 1], ref[0, 1])  # its own output is unaffected ...
+    assert not torch.allclose(out[0, 0], ref[0, 0])  # ... its neighbours see it
+    assert not torch.allclose(out[0, 2], ref[0, 2])
+    assert torch.equal(out[1], ref[1])  # other dialogues untouched
+    with pytest.raises(ConfigError):
+        model(tokens, wl, n_utts)
+
+
+def test_loss_cross_entropy_terms_hand_computed():
+    # one utterance, gold class 0; steps with p_gold = 0.5 and 0.8 (two classes)
+    l0 = torch.tensor([[[0.0, 0.0]]])
+    l1 = torch.tensor([[[math.log(4.0), 0.0]]])  # softmax -> (0.8, 0.2)
+    y = torch.tensor([[0]])
+    loss, parts = iein_loss([l0, l1], y, lam=5.0)
+    ce = (-math.log(0.5) - math.log(0.8)) / 2  # eq. 11 averaged over T+1 = 2 steps (eq. 13)
+    assert parts["adj"] == pytest.approx(0.0)  # gold prob rose: no margin penalty (eq. 12)
+    assert float(loss) == pytest.approx(ce, abs=1e-6)
+
+
+def test_loss_margin_term_hand_computed():
+    # gold prob drops 0.8 -> 0.5 at step 1, rises 0.5 -> 0.8 at step 2
+    hi = torch.tensor([[[math.log(4.0), 0.0]]])
+    lo = torch.tensor([[[0.0, 0.0]]])
+    y = torch.tensor([[0]])
+    loss, parts = iein_loss([hi, lo, hi], y, lam=10.0)
+    ce = (-2 * math.log(0.8) - math.log(0.5)) / 3
+    adj = (0.3 + 0.0) / 2  # eq. 12 per adjacent pair, averaged over T = 2 (eq. 13)
+    assert parts["adj"] == pytest.approx(adj, abs=1e-6)
+    assert float(loss) == pytest.approx(ce + 10.0 * adj, abs=1e-6)
+
+
+def test_loss_ignores_padding_and_margin_does_not_push_earlier_step_down():
+    l0 = torch.tensor([[[2.0, 0.0], [5.0, -5.0]]], requires_grad=True)
+    l1 = torch.tensor([[[0.0, 0.0], [-5.0, 5.0]]], requires_grad=True)
+    y = torch.tensor([[0, IGNORE]])
+    loss, _ = iein_loss([l0, l1], y, lam=100.0)
+    loss.backward()
+    assert torch.equal(l0.grad[0, 1], torch.zeros(2)) and torch.equal(l1.grad[0, 1], torch.zeros(2))
+    # only the CE gradient reaches step 0: it raises the gold logit (negative gradient)
+    ce_only = torch.autograd.grad(F.cross_entropy(l0[0, :1], y[0, :1]) / 2, l0)[0]
+    assert torch.allclose(l0.grad, ce_only, atol=1e-6)
+    assert l1.grad[0, 0, 0] < 0
+
+
+def test_loss_with_class_weights_and_single_step():
+    logits = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    y = torch.tensor([[0, 1]])
+    w = torch.tensor([1.0, 3.0])
+    loss, parts = iein_loss([logits], y, lam=5.0, class_weight=w)
+    per = -torch.log_softmax(logits[0], -1)[[0, 1], [0, 1]]
+    assert float(loss) == pytest.approx(float((1 * per[0] + 3 * per[1]) / 4), abs=1e-6)
+    assert parts["adj"] == 0.0
+
+
+def test_detach_feedback_blocks_gradient_between_steps():
+    torch.manual_seed(0)
+    tokens, wl, n_utts, labels = tiny_batch()
+    model = IEIN(tiny_cfg(iterations=1, detach_feedback=True))
+    steps = model(tokens, wl, n_utts)
+    steps[1].sum().backward()
+    assert model.initial_classifier.weight.grad is None or torch.all(model.initial_classifier.weight.grad == 0)
