@@ -193,7 +193,7 @@ def test_malformed_line(tmp_path: Path, text: str, line: int) -> None:
 def test_malformed_errors_are_one_line(tmp_path: Path) -> None:
     path = tmp_path / "latin1.txt"
     path.write_bytes(b"the 0.1 0.2\ncaf\xe9 0.3 0.4\n")
-    with pytest.raises(DataError, match=r"latin1\.txt:2 .*UTF-8") as err:
+    with pytest.raises(DataError, match=r"latin1\.txt:2: .*UTF-8") as err:
         load_vectors(path)
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match="not found"):

@@ -120,3 +120,12 @@ def read_iemocap(
             f"{' or '.join(PICKLE_PATHS)})"
         )
     return read_iemocap_pickle(pkl)
+
+
+def licence_message(data_dir: str | os.PathLike[str]) -> str:
+    """Why IEMOCAP is never downloaded, and where to put it once obtained (one line)."""
+    return (
+        "IEMOCAP is licensed by SAIL/USC for research use and cannot be downloaded "
+        "automatically: request access at https://sail.usc.edu/iemocap/, then put "
+        f"iemocap_{{train,dev,test}}.csv or raw/cosmic_iemocap.pkl in {data_dir}"
+    )

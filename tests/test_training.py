@@ -1,0 +1,136 @@
+"""Real-data smoke training, determinism, checkpoints and the CLI on small MELD subsets."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iein.checkpoint import load_checkpoint, read_metadata
+from iein.cli import main
+from iein.data.conversation import Corpus
+from iein.errors import CheckpointError
+from iein.evaluation.evaluate import predict_steps
+from iein.training.batching import encode_conversations, iter_batches
+from iein.training.config import TrainConfig
+from iein.training.trainer import class_weights, prepare, train
+
+SMALL_MODEL = dict(utterance_hidden=16, emotion_dim=8, iterations=2, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def meld_small(shared_data: Path) -> Corpus:
+    from iein.data.registry import load_corpus
+
+    full = load_corpus("meld", shared_data / "meld")
+    return Corpus(full.name, full.labels, {"train": full["train"][:60], "dev": full["dev"][:15], "test": full["test"][:15]})
+
+
+@pytest.fixture(scope="module")
+def meld_prepared(meld_small: Corpus):
+    return prepare(meld_small, log=lambda _: None)
+
+
+def test_vocabulary_comes_from_train_only(meld_small, meld_prepared):
+    from iein.text.tokenizer import tokenize
+
+    train_words = {t for c in meld_small["train"] for u in c.utterances for t in tokenize(u.text)}
+    assert set(meld_prepared.vocab.to_list()[2:]) == train_words
+
+
+def test_batches_keep_dialogues_whole(meld_prepared):
+    data = meld_prepared.splits["train"]
+    seen = []
+    for batch in iter_batches(data, 7, shuffle=True, rng=np.random.default_rng(0)):
+        assert batch.tokens.shape[0] == batch.n_utterances == int(batch.word_lengths.numel())
+        for row, i in enumerate(batch.index):
+            n = len(data[i])
+            assert int(batch.n_utts[row]) == n
+            assert torch.equal(batch.labels[row, :n], torch.from_numpy(data[i].label_ids))
+        seen += batch.index
+    assert sorted(seen) == list(range(len(data)))
+
+
+def test_smoke_training_loss_falls_and_is_deterministic(meld_prepared, tmp_path):
+    cfg = TrainConfig(lr=3e-3, max_epochs=3, patience=10, seed=3, threads=1)
+    r1 = train(meld_prepared, SMALL_MODEL, cfg, out=tmp_path / "a.safetensors", log=lambda _: None)
+    losses = [h["loss"] for h in r1.history]
+    assert losses[-1] < losses[0]
+    r2 = train(meld_prepared, SMALL_MODEL, cfg, log=lambda _: None)
+    assert [h["loss"] for h in r2.history] == losses
+    assert r1.best_epoch == max(range(1, 4), key=lambda e: (r1.history[e - 1]["dev_score"], -e))
+    assert r1.test is not None and len(r1.test["steps"]) == 3
+
+    # the checkpoint reproduces the in-memory model's predictions exactly
+    loaded = load_checkpoint(tmp_path / "a.safetensors")
+    assert loaded.labels == meld_prepared.labels and loaded.vocab.to_list() == meld_prepared.vocab.to_list()
+    test = meld_prepared.splits["test"]
+    for a, b in zip(predict_steps(r1.model, test), predict_steps(loaded.model, test)):
+        assert np.array_equal(a, b)
+    meta = read_metadata(tmp_path / "a.safetensors")
+    assert meta["best_epoch"] == r1.best_epoch and meta["test"]["final"]["weighted_f1"] == r1.test["final"]["weighted_f1"]
+    assert meta["embeddings"]["name"] == "glove-6b-50d" and len(meta["data_checksums"]["train"]) == 64
+
+
+def test_checkpoint_corruption_is_a_one_line_error(meld_prepared, tmp_path):
+    path = tmp_path / "m.safetensors"
+    train(meld_prepared, SMALL_MODEL, TrainConfig(max_epochs=1, threads=1), out=path, log=lambda _: None)
+    raw = path.read_bytes()
+    cases = {
+        "truncated": raw[: len(raw) // 2],
+        "garbage": b"\x00" * 64,
+        "empty": b"",
+    }
+    for name, blob in cases.items():
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(blob)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(bad)
+        assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_class_weights_balanced_and_sqrt(meld_prepared):
+    assert class_weights(meld_prepared.splits["train"], 7, "none") is None
+    w = class_weights(meld_prepared.splits["train"], 7, "balanced")
+    gold = np.concatenate([c.label_ids for c in meld_prepared.splits["train"]])
+    counts = np.bincount(gold, minlength=7)
+    # rarer classes weigh more; mean is 1
+    assert float(w.mean()) == pytest.approx(1.0)
+    assert w[int(np.argmax(counts))] == w.min()
+    s = class_weights(meld_prepared.splits["train"], 7, "sqrt")
+    assert float(s.max() / s.min()) == pytest.approx(float(torch.sqrt(w.max() / w.min())), rel=1e-5)
+
+
+def test_cli_train_then_evaluate(shared_data, tmp_path, capsys, monkeypatch):
+    # own-corpus path: write a tiny generic JSONL corpus from real MELD dialogues
+    from iein.data.registry import load_corpus
+
+    full = load_corpus("meld", shared_data / "meld")
+    for split, convs in (("train", full["train"][:30]), ("dev", full["dev"][:8])):
+        with open(tmp_path / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for c in convs:
+                f.write(json.dumps({"id": c.id, "utterances": [
+                    {"speaker": u.speaker, "text": u.text, "label": u.label} for u in c.utterances]}) + "\n")
+    ckpt = tmp_path / "own.safetensors"
+    rc = main(["train", "--train", str(tmp_path / "train.jsonl"), "--dev", str(tmp_path / "dev.jsonl"),
+               "--epochs", "1", "--threads", "1", "--set", "utterance_hidden=8", "--set", "emotion_dim=4",
+               "--out", str(ckpt)])
+    assert rc == 0 and ckpt.exists() and ckpt.with_suffix(".json").exists()
+    rc = main(["evaluate", "--model", str(ckpt), "--test", str(tmp_path / "dev.jsonl"),
+               "--json", str(tmp_path / "eval.json")])
+    assert rc == 0
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert 0 <= scores["final"]["weighted_f1"] <= 100 and len(scores["steps"]) == 3
+    out = capsys.readouterr().out
+    assert "weighted" in out.lower()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "nope.safetensors"), "--dataset", "meld"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nope.safetensors" in err and "\n" not in err
+    assert main(["train", "--dataset", "meld", "--set", "bogus=1", "--data-dir", str(tmp_path)]) == 2
