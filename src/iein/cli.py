@@ -25,10 +25,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="comma-separated label set for your own corpus (default: as found in --train)")
 
 
-def _load_corpus(args: argparse.Namespace):
+def _load_corpus(args: argparse.Namespace, default_labels: tuple[str, ...] | None = None):
     from .data.registry import load_corpus
 
-    labels = tuple(x.strip() for x in args.labels.split(",")) if getattr(args, "labels", None) else None
+    labels = tuple(x.strip() for x in args.labels.split(",")) if getattr(args, "labels", None) else default_labels
     if args.dataset:
         return load_corpus(args.dataset, args.data_dir)
     if not args.train and not args.test:
@@ -97,7 +97,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .utils import atomic_write_json
 
     loaded = load_checkpoint(args.model)
-    corpus = _load_corpus(args)
+    corpus = _load_corpus(args, default_labels=None if args.train else loaded.labels)
     if args.split not in corpus.splits or not corpus.splits[args.split]:
         raise ConfigError(f"split {args.split!r} not available (have: {', '.join(corpus.splits)})")
     convs = corpus.splits[args.split]
@@ -115,11 +115,81 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Stream conversations through a model: JSONL/CSV out, or a step-by-step trace table."""
+    import contextlib
+    import csv
+    import os
+
+    from tqdm.auto import tqdm
+
+    from .data._io import source_name
+    from .data.generic import MAX_UTTERANCES, iter_conversations
+    from .recognizer import (MAX_UTTERANCE_CHARS, Recognizer, csv_header, csv_rows, format_trace,
+                             jsonl_record)
+    from .utils import atomic_path, torch_threads
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "jsonl")
+    rec = Recognizer.load(args.model)
+    convs = iter_conversations(args.input, args.input_format, max_utterance_chars=MAX_UTTERANCE_CHARS,
+                               max_utterances=MAX_UTTERANCES)
+    stdout_is_tty = sys.stdout.isatty()
+    # The machine-readable output goes to --out, or to stdout unless --trace prints the table there.
+    write_data = args.out is not None or not args.trace
+    # A progress bar on a terminal's stderr, unless it would interleave with output on that terminal.
+    progress = sys.stderr.isatty() and not (stdout_is_tty and (args.trace or args.out is None))
+    color = stdout_is_tty and not os.environ.get("NO_COLOR")
+    n_convs = n_utts = 0
+    try:
+        with contextlib.ExitStack() as stack:
+            fh = None
+            if write_data:
+                if args.out is not None:
+                    tmp = stack.enter_context(atomic_path(args.out))
+                    fh = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
+                else:
+                    fh = sys.stdout
+                    if (fh.encoding or "").lower().replace("-", "") != "utf8" and hasattr(fh, "reconfigure"):
+                        fh.reconfigure(encoding="utf-8")
+            writer = None
+            if fh is not None and fmt == "csv":
+                writer = csv.writer(fh, lineterminator="\n")
+                writer.writerow(csv_header(rec.steps))
+            bar = stack.enter_context(tqdm(unit="utt", desc="predict", file=sys.stderr, disable=not progress))
+            with torch_threads(args.threads):
+                for pred in rec.iter_predictions(convs, args.batch_size, source=source_name(args.input)):
+                    if writer is not None:
+                        writer.writerows(csv_rows(pred))
+                    elif fh is not None:
+                        fh.write(json.dumps(jsonl_record(pred), ensure_ascii=False) + "\n")
+                    if args.trace:
+                        print(format_trace(pred, color=color, width=args.trace_width) + "\n")
+                    n_convs += 1
+                    n_utts += len(pred.conversation)
+                    bar.update(len(pred.conversation))
+            if fh is not None and fh is not sys.stdout:
+                fh.flush()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `iein predict ... | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    if n_convs == 0:
+        print(f"note: no conversations in {source_name(args.input)}", file=sys.stderr)
+    elif args.out is not None:
+        print(f"{n_convs} conversations, {n_utts} utterances -> {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "download":
         from .data.download import download
 
-        dest = Path(args.dest) if args.dest else Path.home() / ".cache" / "iein" / "data" / args.name
+        from .data.registry import download_dir
+
+        dest = Path(args.dest) if args.dest else download_dir(args.name)
         download(args.name, dest, base_url=args.base_url)
         print(f"{args.name}: files verified in {dest}")
         return 0
@@ -166,11 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="where to write the scores (default: beside the checkpoint)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("predict", help="label your own conversations (JSONL/CSV in, JSONL/CSV out, --trace table)")
+    p.add_argument("input", nargs="?", default="-", metavar="INPUT",
+                   help="conversations in the generic JSONL or CSV layout (see README); - or nothing for stdin")
+    p.add_argument("--model", default="meld", help="checkpoint (.safetensors) or shipped model name (default: meld)")
+    p.add_argument("--format", choices=["jsonl", "csv"],
+                   help="output format (default: csv if --out ends in .csv, else jsonl)")
+    p.add_argument("--input-format", choices=["jsonl", "json", "csv"],
+                   help="input format (default: from the extension; guessed from the first line for stdin)")
+    p.add_argument("--out", help="output file, written atomically (default: stdout)")
+    p.add_argument("--trace", action="store_true",
+                   help="print a table of every step's label (changes highlighted) to stdout; the JSONL/CSV "
+                        "output is then written only with --out")
+    p.add_argument("--trace-width", type=int, default=48, help="utterance column width of --trace")
+    p.add_argument("--batch-size", type=int, default=32, help="conversations per inference batch (default 32)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("data", help="download or inspect datasets")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("download", help="fetch official files and check their sha256")
     d.add_argument("name", choices=["meld", "dailydialog", "iemocap"])
-    d.add_argument("--dest", help="target folder (default ~/.cache/iein/data/<name>)")
+    d.add_argument("--dest", help="target folder (default $IEIN_DATA_DIR/<name> or ~/.cache/iein/data/<name>)")
     d.add_argument("--base-url", help="mirror to download from instead of the official host")
     d = dsub.add_parser("stats", help="dialogue/utterance/label counts of every split")
     _add_data_args(d)

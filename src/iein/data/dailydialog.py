@@ -17,7 +17,9 @@ from .conversation import Conversation, Corpus, Utterance
 from ._io import decode_lines, empty_notes
 
 #: Label ids 0..6 as in the release's readme.
-LABELS: tuple[str, ...] = ("no emotion", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
+LABELS: tuple[str, ...] = (
+    "no emotion", "anger", "disgust", "fear", "happiness", "sadness", "surprise",
+)
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 #: Our split name -> the release's split name.
 RELEASE_SPLITS: dict[str, str] = {"train": "train", "dev": "validation", "test": "test"}

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
@@ -48,7 +49,12 @@ def _string(value: Any, where: str, field: str) -> str:
 
 
 def make_utterance(
-    speaker: Any, text: Any, label: Any, where: str, *, max_utterance_chars: int = MAX_UTTERANCE_CHARS
+    speaker: Any,
+    text: Any,
+    label: Any,
+    where: str,
+    *,
+    max_utterance_chars: int = MAX_UTTERANCE_CHARS,
 ) -> Utterance:
     """A validated utterance: non-empty speaker, text (may be empty) within the length limit.
 
@@ -152,7 +158,9 @@ def _format_of(src: Source, fmt: str | None) -> str | None:
     """Explicit ``fmt``, else the extension; None for streams/stdin (sniffed from content)."""
     if fmt is not None:
         if fmt not in FORMATS:
-            raise DataError(f"{source_name(src)}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+            raise DataError(
+                f"{source_name(src)}: unknown format {fmt!r} (known: {', '.join(FORMATS)})"
+            )
         return fmt
     if isinstance(src, (str, os.PathLike)) and str(src) != "-":
         ext = Path(src).suffix.lower()
@@ -174,10 +182,10 @@ def _parse_json(text: str, where: str) -> Any:
         raise DataError(f"{where}: malformed JSON: nested too deeply") from None
 
 
+@dataclass(frozen=True)
 class _Limits:
-    def __init__(self, max_utterance_chars: int, max_utterances: int) -> None:
-        self.max_utterance_chars = max_utterance_chars
-        self.max_utterances = max_utterances
+    max_utterance_chars: int
+    max_utterances: int
 
     def conversation(self, obj: Any, where: str, default_id: str) -> Conversation:
         return conversation_from_obj(
@@ -186,17 +194,22 @@ class _Limits:
         )
 
 
-def _unique_ids(convs: Iterable[tuple[Conversation, str]], name: str) -> Iterator[Conversation]:
+def _unique_ids(convs: Iterable[tuple[Conversation, str]]) -> Iterator[Conversation]:
     """Refuse a conversation id used twice: predictions and scores are keyed by id."""
     first: dict[str, str] = {}
     for conv, where in convs:
         if conv.id in first:
-            raise DataError(f"{where} field 'id': duplicate id {conv.id!r} (first at {first[conv.id]})")
+            raise DataError(
+                f"{where} field 'id': duplicate id {conv.id!r} (first at {first[conv.id]})"
+            )
         first[conv.id] = where
         yield conv
 
 
-def _iter_jsonl(lines: Iterable[tuple[int, str]], name: str, stem: str, limits: _Limits) -> Iterator[Conversation]:
+Lines = Iterable[tuple[int, str]]
+
+
+def _iter_jsonl(lines: Lines, name: str, stem: str, limits: _Limits) -> Iterator[Conversation]:
     def convs() -> Iterator[tuple[Conversation, str]]:
         for lineno, line in lines:
             if line.strip():
@@ -204,10 +217,10 @@ def _iter_jsonl(lines: Iterable[tuple[int, str]], name: str, stem: str, limits: 
                 obj = _parse_json(line, where)
                 yield limits.conversation(obj, where, f"{stem}:{lineno}"), where
 
-    return _unique_ids(convs(), name)
+    return _unique_ids(convs())
 
 
-def _iter_json(lines: Iterable[tuple[int, str]], name: str, stem: str, limits: _Limits) -> Iterator[Conversation]:
+def _iter_json(lines: Lines, name: str, stem: str, limits: _Limits) -> Iterator[Conversation]:
     """A whole JSON document (a list of conversations, or one); JSON Lines if it is not one."""
     buffered = list(lines)
     if not any(line.strip() for _, line in buffered):
@@ -218,7 +231,9 @@ def _iter_json(lines: Iterable[tuple[int, str]], name: str, stem: str, limits: _
         if e.msg == "Extra data":  # several documents: JSON Lines in a .json file
             yield from _iter_jsonl(buffered, name, stem, limits)
             return
-        raise DataError(f"{name}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+        raise DataError(
+            f"{name}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})"
+        ) from None
     except RecursionError:
         raise DataError(f"{name}: malformed JSON: nested too deeply") from None
     if isinstance(doc, dict):  # a single conversation
@@ -227,12 +242,11 @@ def _iter_json(lines: Iterable[tuple[int, str]], name: str, stem: str, limits: _
         raise DataError(f"{name}: expected a list of conversations, got {_type_name(doc)}")
     yield from _unique_ids(
         ((limits.conversation(obj, f"{name}[{i}]", f"{stem}:{i}"), f"{name}[{i}]")
-         for i, obj in enumerate(doc)),
-        name,
+         for i, obj in enumerate(doc))
     )
 
 
-def _iter_csv(lines: Iterable[tuple[int, str]], name: str, limits: _Limits) -> Iterator[Conversation]:
+def _iter_csv(lines: Lines, name: str, limits: _Limits) -> Iterator[Conversation]:
     current: str | None = None
     utterances: list[Utterance] = []
     started: dict[str, int] = {}
@@ -323,10 +337,12 @@ def _write(conversations: Iterable[Conversation], f: IO[str], fmt: str) -> None:
                 writer.writerow((conv.id, u.speaker, u.text, u.label or ""))
         return
     for conv in conversations:
-        utts = [
-            {"speaker": u.speaker, "text": u.text, **({"label": u.label} if u.label is not None else {})}
-            for u in conv.utterances
-        ]
+        utts: list[dict[str, str]] = []
+        for u in conv.utterances:
+            utt = {"speaker": u.speaker, "text": u.text}
+            if u.label is not None:
+                utt["label"] = u.label
+            utts.append(utt)
         f.write(json.dumps({"id": conv.id, "utterances": utts}, ensure_ascii=False) + "\n")
 
 

@@ -19,7 +19,9 @@ from .safe_pickle import safe_load
 LABELS: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "excited", "frustrated")
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 CSV_FILES: dict[str, str] = {split: f"iemocap_{split}.csv" for split in SPLITS}
-COLUMNS: tuple[str, ...] = ("Dialogue_ID", "Utterance_ID", "Speaker", "Emotion", "Label_ID", "Utterance")
+COLUMNS: tuple[str, ...] = (
+    "Dialogue_ID", "Utterance_ID", "Speaker", "Emotion", "Label_ID", "Utterance",
+)
 #: Where the pickle may sit inside the IEMOCAP data directory, in order of preference.
 PICKLE_PATHS: tuple[str, ...] = ("raw/cosmic_iemocap.pkl", "cosmic_iemocap.pkl")
 
@@ -57,7 +59,9 @@ def _expect(ok: bool, name: str, what: str) -> None:
         raise DataError(f"{name}: unexpected IEMOCAP pickle layout: {what}")
 
 
-def _pickle_dialogue(name: str, did: Any, speakers: dict, labels: dict, sentences: dict) -> Conversation:
+def _pickle_dialogue(
+    name: str, did: Any, speakers: dict, labels: dict, sentences: dict
+) -> Conversation:
     """One dialogue of the pickle, checked: parallel lists of equal length, known label ids."""
     _expect(isinstance(did, str), name, f"dialogue id {did!r} is not a string")
     for part, table in (("speakers", speakers), ("labels", labels), ("sentences", sentences)):

@@ -53,8 +53,12 @@ def has_files(name: str, path: str | os.PathLike[str]) -> bool:
     return all((path / f).is_file() for f in files.values())
 
 
+def _cache_dir(name: str) -> Path:
+    return Path.home() / ".cache" / "iein" / "data" / name
+
+
 def default_data_dir(name: str) -> Path:
-    """Where dataset ``name`` is looked for (and downloaded to) without ``--data-dir``."""
+    """Where dataset ``name`` is looked for without ``--data-dir``."""
     _check_name(name)
     env = os.environ.get(ENV_DATA_DIR)
     if env:
@@ -62,7 +66,15 @@ def default_data_dir(name: str) -> Path:
     shared = Path.cwd().parent / "shared" / "data" / name
     if shared.is_dir():
         return shared
-    return Path.home() / ".cache" / "iein" / "data" / name
+    return _cache_dir(name)
+
+
+def download_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``iein data download`` puts dataset ``name``: ``<data_dir>/<name>``, else
+    ``$IEIN_DATA_DIR/<name>``, else the user cache (never the read-only shared folder)."""
+    _check_name(name)
+    root = data_dir if data_dir is not None else os.environ.get(ENV_DATA_DIR)
+    return Path(root).expanduser() / name if root else _cache_dir(name)
 
 
 def resolve_data_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -92,7 +104,8 @@ def _split_files(directory: Path) -> dict[str, Path | None]:
     """``train``/``dev``/``test`` files of a user corpus directory (dev may be 'validation')."""
     files: dict[str, Path | None] = {}
     for split, stems in _SPLIT_NAMES.items():
-        found = [directory / (s + e) for s in stems for e in _EXTENSIONS if (directory / (s + e)).is_file()]
+        names = [stem + ext for stem in stems for ext in _EXTENSIONS]
+        found = [directory / n for n in names if (directory / n).is_file()]
         if len(found) > 1:
             raise DataError(
                 f"{directory}: several {split} files ({', '.join(p.name for p in found)}); keep one"
@@ -124,7 +137,8 @@ def _user_corpus(
         if not labels:
             raise DataError(f"{files['train']}: no conversations, so no labels to learn")
     labels = tuple(labels)
-    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+    valid = all(isinstance(x, str) and x for x in labels)
+    if not labels or not valid or len(set(labels)) != len(labels):
         raise DataError(f"{name}: labels must be distinct non-empty strings, got {labels!r}")
     for split, path in files.items():
         if path is not None:

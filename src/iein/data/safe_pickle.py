@@ -2,8 +2,9 @@
 
 A pickle can name any importable callable (``os.system``, ``subprocess.Popen`` ...) and
 have it called while loading.  Community ERC datasets (e.g. the COSMIC IEMOCAP pickle)
-only hold dicts, lists, strings and ints, so :func:`safe_load` refuses every global:
-nothing but the pickle protocol's own containers and scalars can be built.
+only hold dicts, lists, strings and ints, so :func:`safe_load` refuses every global but
+the three that old pickle protocols use to write sets and bytes: nothing but plain
+containers and scalars can be built.
 """
 from __future__ import annotations
 
@@ -14,13 +15,26 @@ from typing import IO, Any
 from ..errors import DataError
 from ._io import open_source, source_name
 
-# Protocols 0-3 have no opcode for sets: they pickle ``set(list)`` through these two
-# builtins (``__builtin__`` in Python 2 pickles).  Both only build a container from data
-# already loaded, so they are safe.
-_ALLOWED_GLOBALS = {
-    (module, t.__name__): t
-    for module in ("builtins", "__builtin__")
-    for t in (set, frozenset)
+
+def _empty_bytes(*args: Any) -> bytes:
+    if args:
+        raise pickle.UnpicklingError("bytes() is only allowed without arguments")
+    return b""
+
+
+def _latin1_bytes(text: Any, encoding: Any = "latin1", *rest: Any) -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or rest:
+        raise pickle.UnpicklingError("_codecs.encode is only allowed as (str, 'latin1')")
+    return text.encode("latin-1")
+
+
+# Protocols 0-2 have no opcodes for sets and bytes: they pickle them as calls to these
+# globals (``__builtin__`` in Python 2 pickles).  Each only builds a plain value from data
+# already loaded; the bytes ones accept exactly the call pickle itself writes.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(m, t.__name__): t for m in ("builtins", "__builtin__") for t in (set, frozenset)},
+    **{(m, "bytes"): _empty_bytes for m in ("builtins", "__builtin__")},
+    ("_codecs", "encode"): _latin1_bytes,
 }
 
 

@@ -1,0 +1,426 @@
+"""Use a trained IEIN on your own conversations: the Python API behind ``iein predict``.
+
+::
+
+    from iein.recognizer import Recognizer
+
+    rec = Recognizer.load("meld")                  # a shipped model, or a .safetensors path
+    rec.predict([("Ross", "We were on a break!"), ("Rachel", "Oh, here we go again.")])
+    # -> [{"speaker": "Ross", "text": "...", "label": "anger",
+    #      "probs": {"neutral": 0.1, ...}, "steps": ["neutral", "anger", "anger"]}, ...]
+
+A conversation is a list of ``{"speaker", "text"}`` dicts (an optional ``"label"`` is the
+gold label: it is checked against the model's label set and echoed as ``"gold"``), a list
+of ``(speaker, text)`` pairs, a :class:`~iein.data.conversation.Conversation`, or a
+``{"id"?, "utterances": [...]}`` object.  Every input goes through the one validator,
+:func:`iein.data.generic.conversation_from_obj`, so errors name the utterance and field.
+
+``steps`` holds the label of every iteration step P^0 ... P^T (the paper's Table 5);
+``label`` and ``probs`` are those of the last step, the model's prediction.
+
+Limits for prediction (differ from the training readers on purpose):
+
+* an utterance may be up to :data:`MAX_UTTERANCE_CHARS` (1,000,000) characters; the
+  encoder reads only its first :data:`~iein.training.batching.MAX_WORDS` tokens, exactly
+  as in training, so a 100,000-character utterance is accepted and truncated rather than
+  refused (the text is echoed in full);
+* a conversation may hold up to :data:`MAX_UTTERANCES` utterances (the reader's limit);
+  a long conversation is processed in one piece (its context is the whole conversation)
+  with the utterance encoder run in bounded chunks, so memory does not grow with padding.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import LoadedModel, load_checkpoint
+from .data.conversation import Conversation
+from .data.generic import MAX_UTTERANCES, conversation_from_obj
+from .errors import CheckpointError, DataError, IeinError
+from .models.iein import IEIN
+from .models.layers import scatter_utterances
+from .training.batching import MAX_WORDS, EncodedConversation, encode_conversation
+
+__all__ = [
+    "Recognizer",
+    "ConversationPrediction",
+    "shipped_models",
+    "resolve_model",
+    "MAX_UTTERANCE_CHARS",
+    "MAX_UTTERANCES",
+    "MAX_BATCH_UTTERANCES",
+]
+
+#: Longest utterance accepted for prediction, in characters; only the first MAX_WORDS
+#: tokens are used.  Larger than the training reader's limit on purpose (see module doc).
+MAX_UTTERANCE_CHARS = 1_000_000
+#: Cap on the total utterances of one inference batch (a longer conversation is its own batch).
+MAX_BATCH_UTTERANCES = 2048
+#: Cap on word slots (utterances x longest utterance) of one utterance-encoder chunk.
+_CHUNK_TOKENS = 32_768
+_PACKAGE = "iein.pretrained"
+#: Shipped models copied out of a zipped install; removed when the process exits.
+_EXTRACTED = contextlib.ExitStack()
+atexit.register(_EXTRACTED.close)
+_SUFFIX = ".safetensors"
+
+
+# --- model names ------------------------------------------------------------------------
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped inside the package (``iein/pretrained/<name>.safetensors``)."""
+    try:
+        folder = resources.files(_PACKAGE)
+        return sorted(p.name[: -len(_SUFFIX)] for p in folder.iterdir() if p.name.endswith(_SUFFIX))
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def resolve_model(path_or_name: str | os.PathLike[str]) -> Path:
+    """A checkpoint path from a path or a shipped model name.
+
+    An existing file, or anything that looks like a path (a folder separator or a
+    ``.safetensors`` suffix), is a path; otherwise it is a shipped model name.
+    """
+    text = os.fspath(path_or_name)
+    path = Path(text).expanduser()
+    if isinstance(path_or_name, os.PathLike) or path.exists() or os.sep in text or "/" in text \
+            or text.endswith(_SUFFIX):
+        if not path.is_file():
+            raise CheckpointError(f"{text}: checkpoint not found")
+        return path
+    known = shipped_models()
+    if text in known:
+        shipped = resources.files(_PACKAGE) / f"{text}{_SUFFIX}"
+        if isinstance(shipped, Path):
+            return shipped
+        # a zipped install: copy out once for this process (safetensors needs a real file)
+        return Path(_EXTRACTED.enter_context(resources.as_file(shipped)))
+    listing = ", ".join(known) if known else "none are installed with this package"
+    raise IeinError(
+        f"unknown model {text!r}: not a file and not a shipped model (shipped models: {listing})"
+    )
+
+
+# --- results ----------------------------------------------------------------------------
+
+@dataclass
+class ConversationPrediction:
+    """The model's output for one conversation.
+
+    ``probs`` is ``(steps, n_utterances, n_labels)``: the class probabilities of every step
+    P^0 ... P^T; the prediction is the last step.
+    """
+
+    conversation: Conversation
+    probs: np.ndarray
+    labels: tuple[str, ...]
+
+    @property
+    def step_ids(self) -> np.ndarray:
+        """``(steps, n_utterances)`` label ids: the argmax of every step."""
+        return self.probs.argmax(-1)
+
+    def to_dicts(self, digits: int | None = None) -> list[dict[str, Any]]:
+        """One dict per utterance: speaker, text, label, probs (final step), steps (+ gold).
+
+        ``digits`` rounds the probabilities (the CLI uses 6); the labels are taken before
+        rounding, so they are always the argmax of the exact probabilities.
+        """
+        labels = self.labels
+        step_ids = self.step_ids.T.tolist()  # (n_utterances, steps)
+        final = self.probs[-1].astype(np.float64)
+        if digits is not None:
+            final = final.round(digits)
+        final_rows = final.tolist()
+        out = []
+        for utt, ids, row in zip(self.conversation.utterances, step_ids, final_rows):
+            item: dict[str, Any] = {
+                "speaker": utt.speaker,
+                "text": utt.text,
+                "label": labels[ids[-1]],
+                "probs": dict(zip(labels, row)),
+                "steps": [labels[i] for i in ids],
+            }
+            if utt.label is not None:
+                item["gold"] = utt.label
+            out.append(item)
+        return out
+
+
+# --- the recognizer ---------------------------------------------------------------------
+
+class Recognizer:
+    """A loaded IEIN checkpoint ready to label new conversations (CPU, eval mode)."""
+
+    def __init__(self, loaded: LoadedModel, source: str = "<memory>", path: Path | None = None) -> None:
+        cfg = loaded.model.config
+        if cfg.variant == "gold_label":
+            raise CheckpointError(
+                f"{source}: this is a gold_label ablation model, an oracle that reads the gold "
+                "labels of the context; it cannot label new conversations (use an 'iein' model)"
+            )
+        self._loaded = loaded
+        self._model: IEIN = loaded.model.eval()
+        self._labels = tuple(loaded.labels)
+        self._label_set = frozenset(self._labels)
+        self._index = {name: i for i, name in enumerate(self._labels)}
+        self.source = source
+        self.path = path
+
+    @classmethod
+    def load(cls, path_or_name: str | os.PathLike[str]) -> "Recognizer":
+        """Load a checkpoint file or a shipped model by name (e.g. ``"meld"``)."""
+        path = resolve_model(path_or_name)
+        return cls(load_checkpoint(path), source=os.fspath(path_or_name), path=path)
+
+    # -- description
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The label set, in the order of the model's outputs."""
+        return self._labels
+
+    @property
+    def steps(self) -> int:
+        """Number of steps reported per utterance (P^0 ... P^T)."""
+        return self._model.config.steps
+
+    @property
+    def model(self) -> IEIN:
+        return self._model
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The checkpoint's metadata (config, labels, provenance, scores...) without the
+        vocabulary; a model card ``<name>.card.json`` beside the checkpoint is added under
+        ``"model_card"``."""
+        card = {k: v for k, v in self._loaded.meta.items() if k != "vocab"}
+        card["vocab_size"] = len(self._loaded.vocab)
+        if self.path is not None:
+            side = self.path.with_suffix(".card.json")
+            if side.is_file():
+                try:
+                    card["model_card"] = json.loads(side.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise CheckpointError(f"{side}: unreadable model card: {exc}") from None
+        return card
+
+    def __repr__(self) -> str:
+        cfg = self._model.config
+        return (f"Recognizer({self.source!r}, variant={cfg.variant}, steps={self.steps}, "
+                f"labels={list(self._labels)})")
+
+    # -- input
+
+    def conversation(self, obj: Any, where: str = "conversation") -> Conversation:
+        """Validate any accepted conversation form and check its gold labels, if any."""
+        default_id = None
+        if isinstance(obj, Conversation):
+            default_id = obj.id
+            obj = {"id": obj.id, "utterances": [
+                {"speaker": u.speaker, "text": u.text, "label": u.label} for u in obj.utterances
+            ]}
+        elif isinstance(obj, tuple):
+            obj = list(obj)
+        elif not isinstance(obj, (dict, list, str, bytes)) and isinstance(obj, Iterable):
+            obj = list(obj)
+        conv = conversation_from_obj(
+            obj, where, default_id=default_id,
+            max_utterance_chars=MAX_UTTERANCE_CHARS, max_utterances=MAX_UTTERANCES,
+        )
+        for i, u in enumerate(conv.utterances):
+            if u.label is not None and u.label not in self._label_set:
+                raise DataError(
+                    f"{where} utterance {i} field 'label': unknown label {u.label!r}; this "
+                    f"model's labels are {', '.join(self._labels)}"
+                )
+        return conv
+
+    # -- prediction
+
+    def predict(self, conversation: Any) -> list[dict[str, Any]]:
+        """Labels of one conversation: one dict per utterance (see module doc)."""
+        conv = self.conversation(conversation)
+        return self._infer([self._encode(conv)], [conv])[0].to_dicts()
+
+    def predict_many(
+        self, conversations: Iterable[Any], batch_size: int = 32,
+        max_batch_utterances: int = MAX_BATCH_UTTERANCES,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Stream :meth:`predict` over many conversations, in input order, batching inside.
+
+        At most ``batch_size`` conversations and ``max_batch_utterances`` utterances are
+        held at a time (a longer conversation is a batch of its own), so any number of
+        conversations can be streamed in bounded memory.
+        """
+        for pred in self.iter_predictions(conversations, batch_size, max_batch_utterances):
+            yield pred.to_dicts()
+
+    def iter_predictions(
+        self, conversations: Iterable[Any], batch_size: int = 32,
+        max_batch_utterances: int = MAX_BATCH_UTTERANCES, source: str | None = None,
+    ) -> Iterator[ConversationPrediction]:
+        """Like :meth:`predict_many`, yielding :class:`ConversationPrediction` objects
+        (the validated conversation and every step's probabilities).  ``source`` (e.g. the
+        input file name) starts error messages."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise IeinError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if max_batch_utterances < 1:
+            raise IeinError(f"max_batch_utterances must be positive, got {max_batch_utterances!r}")
+        convs: list[Conversation] = []
+        encoded: list[EncodedConversation] = []
+        n_utts = 0
+        for k, item in enumerate(conversations):
+            if isinstance(item, Conversation):
+                where = f"conversation {item.id!r}"
+            else:
+                where = f"conversation[{k}]"
+            if source:
+                where = f"{source}: {where}"
+            conv = self.conversation(item, where)
+            if convs and (len(convs) >= batch_size or n_utts + len(conv) > max_batch_utterances):
+                yield from self._infer(encoded, convs)
+                convs, encoded, n_utts = [], [], 0
+            convs.append(conv)
+            encoded.append(self._encode(conv))
+            n_utts += len(conv)
+        if convs:
+            yield from self._infer(encoded, convs)
+
+    def _encode(self, conv: Conversation) -> EncodedConversation:
+        # gold labels are not model inputs (checked above, kept on the Conversation)
+        return encode_conversation(conv, self._loaded.vocab, None, MAX_WORDS)
+
+    @torch.inference_mode()
+    def _infer(self, items: Sequence[EncodedConversation], convs: Sequence[Conversation]) -> list[ConversationPrediction]:
+        model = self._model
+        model.eval()
+        utts = [t for item in items for t in item.token_ids]
+        n_utts = torch.tensor([len(item) for item in items], dtype=torch.long)
+        flat = _encode_utterances(model, utts)
+        u = scatter_utterances(flat, n_utts)  # dropout is the identity in eval mode
+        steps = _step_logits(model, u, n_utts)
+        probs = torch.stack([torch.softmax(s, dim=-1) for s in steps], dim=1).numpy()  # (B, S, N, L)
+        return [
+            ConversationPrediction(conv, probs[row, :, : len(conv)], self._labels)
+            for row, conv in enumerate(convs)
+        ]
+
+
+def _encode_utterances(model: IEIN, utts: Sequence[np.ndarray]) -> torch.Tensor:
+    """u_i for every utterance, ``(n, du)``: the utterance encoder run over length-sorted
+    chunks of at most ``_CHUNK_TOKENS`` word slots, so one long utterance does not pad
+    thousands of short ones and memory stays bounded whatever the batch."""
+    lengths = np.fromiter((len(t) for t in utts), dtype=np.int64, count=len(utts))
+    order = np.argsort(lengths, kind="stable")
+    out = torch.empty(len(utts), model.config.utterance_dim)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        # sorted ascending: the chunk's width is the length of its last utterance
+        while end < len(order) and (end + 1 - start) * lengths[order[end]] <= _CHUNK_TOKENS:
+            end += 1
+        idx = order[start:end]
+        lens = lengths[idx]
+        width = int(lens[-1])
+        tokens = np.zeros((len(idx), width), dtype=np.int64)
+        tokens[np.arange(width)[None, :] < lens[:, None]] = np.concatenate([utts[i] for i in idx])
+        out[torch.from_numpy(idx)] = model.utterance_encoder(torch.from_numpy(tokens), torch.from_numpy(lens))
+        start = end
+    return out
+
+
+def _step_logits(model: IEIN, u: torch.Tensor, n_utts: torch.Tensor) -> list[torch.Tensor]:
+    """Eq. 9-10 from U: the same steps as :meth:`IEIN.forward` for the ``iein`` and
+    ``no_label`` variants (tests check the two agree)."""
+    cfg = model.config
+    steps = [model.initial_classifier(u)]
+    if cfg.variant == "no_label":
+        steps.append(model.ec_encoder(u, None, n_utts))
+        return steps
+    p = torch.softmax(steps[0], dim=-1)
+    for _ in range(cfg.iterations):
+        logits = model.ec_encoder(u, p, n_utts)
+        steps.append(logits)
+        p = torch.softmax(logits, dim=-1)
+    return steps
+
+
+# --- output formats (used by ``iein predict``) ---------------------------------------------
+
+#: Probabilities written by the CLI are rounded to this many decimals (labels are not affected).
+OUTPUT_DIGITS = 6
+
+
+def jsonl_record(pred: ConversationPrediction, digits: int | None = OUTPUT_DIGITS) -> dict[str, Any]:
+    """The JSONL output object of one conversation: ``{"id", "utterances": [...]}``."""
+    return {"id": pred.conversation.id, "utterances": pred.to_dicts(digits)}
+
+
+def csv_header(steps: int) -> list[str]:
+    """CSV output columns: ``dialogue_id, speaker, text, label, step0..stepT, prob``."""
+    return ["dialogue_id", "speaker", "text", "label", *(f"step{s}" for s in range(steps)), "prob"]
+
+
+def csv_rows(pred: ConversationPrediction, digits: int = OUTPUT_DIGITS) -> Iterator[list[Any]]:
+    """CSV output rows of one conversation; ``prob`` is the probability of the final label."""
+    labels = pred.labels
+    ids = pred.step_ids.T.tolist()
+    final = pred.probs[-1]
+    for j, (utt, row) in enumerate(zip(pred.conversation.utterances, ids)):
+        yield [pred.conversation.id, utt.speaker, utt.text, labels[row[-1]],
+               *(labels[i] for i in row), round(float(final[j, row[-1]]), digits)]
+
+
+_HIGHLIGHT = "\033[1;33m"  # bold yellow
+_RESET = "\033[0m"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())  # newlines/tabs would break the table
+    return text if len(text) <= width else text[: max(width - 3, 1)] + "..."
+
+
+def format_trace(pred: ConversationPrediction, color: bool = False, width: int = 48) -> str:
+    """A table like the paper's Table 5: No., Speaker, Utterance, the label of every step
+    and the gold label when the input has one.  A label that differs from the previous
+    step's is highlighted (bold yellow when ``color``, else marked with ``*``)."""
+    conv = pred.conversation
+    ids = pred.step_ids
+    n_steps = ids.shape[0]
+    has_gold = any(u.label is not None for u in conv.utterances)
+    header = ["No.", "Speaker", "Utterance", *(f"Step={s}" for s in range(n_steps))]
+    if has_gold:
+        header.append("Gold")
+    rows: list[list[tuple[str, bool]]] = [[(h, False) for h in header]]
+    n_changed = 0
+    for j, utt in enumerate(conv.utterances):
+        cells = [(str(j + 1), False), (_clip(utt.speaker, 16), False), (_clip(utt.text, width), False)]
+        for s in range(n_steps):
+            changed = s > 0 and ids[s, j] != ids[s - 1, j]
+            n_changed += changed
+            label = pred.labels[ids[s, j]]
+            cells.append((label + ("" if color or not changed else "*"), bool(changed)))
+        if has_gold:
+            cells.append((utt.label or "-", False))
+        rows.append(cells)
+    widths = [max(len(r[c][0]) for r in rows) for c in range(len(header))]
+    how = "highlighted" if color else "marked *"
+    lines = [f"conversation {conv.id} ({len(conv)} utterances, {n_changed} label changes {how})"]
+    for r in rows:
+        parts = []
+        for c, (text, hot) in enumerate(r):
+            padded = text.ljust(widths[c]) if c < len(r) - 1 else text
+            parts.append(f"{_HIGHLIGHT}{padded}{_RESET}" if hot and color else padded)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)

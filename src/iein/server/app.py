@@ -1,0 +1,411 @@
+"""The HTTP service: ``POST /predict``, ``GET /health``, ``GET /model``, the page at ``/``.
+
+Design points (see also ``docs``/README):
+
+* Every limit answers a 4xx JSON body ``{"error": code, "message": one line, ...}``:
+  413 for a body over :attr:`Limits.max_body_bytes` (refused from ``Content-Length`` before
+  reading anything, or while streaming a body sent without one: reading stops at the
+  limit), 400 for malformed JSON, 415 for a body that is not JSON, 422 for wrong types,
+  too many utterances, too long an utterance or speaker, or a conversation the recognizer
+  rejects.
+* No endpoint reads or writes a path given by a client: the page's three assets are read
+  from the package once, when the app is built, and served from memory by fixed routes.
+* ``/predict`` is a plain ``def`` endpoint, so inference runs in the threadpool and the
+  event loop stays free for other requests (health checks, the page, new connections).
+* No CDN anywhere: the page and the ``/docs`` page are served by the package, under a
+  Content-Security-Policy that allows only this origin.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any, Callable, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import ConfigError, IeinError
+
+__all__ = ["Limits", "create_app", "serve", "BodyLimitMiddleware", "LOOPBACK_HOSTS"]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+#: Only this origin, no inline code: the page and /docs load nothing from anywhere else.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_PAGE_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+                 415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold.  Every limit is answered with a 4xx JSON error."""
+
+    #: Request body, in bytes (checked from Content-Length, and while reading).
+    max_body_bytes: int = 1 << 20
+    #: Utterances in one conversation.
+    max_utterances: int = 500
+    #: Characters of one utterance's text.
+    max_utterance_chars: int = 5_000
+    #: Characters of one speaker name.
+    max_speaker_chars: int = 200
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"server limit {name!r} must be a positive integer, got {value!r}")
+
+
+# --- errors -----------------------------------------------------------------------------
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    headers = {"Connection": "close"} if status == 413 else None
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
+
+
+async def _send_error(send: Callable, status: int, code: str, message: str) -> None:
+    """An error answered straight from ASGI (before the app runs); closes the connection,
+    because the rest of the body is never read."""
+    body = json.dumps({"error": code, "message": message}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_body_bytes`` without reading them.
+
+    A declared ``Content-Length`` over the limit is refused before one byte of the body is
+    read; a body without one (chunked) is read only up to the limit, then refused.  The
+    accepted body (at most the limit) is handed to the app in one piece.
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        lengths = [v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"]
+        if lengths:
+            try:
+                declared = {int(v) for v in lengths}
+                if len(declared) != 1 or min(declared) < 0:
+                    raise ValueError
+            except ValueError:
+                await _send_error(send, 400, "bad_request", "invalid Content-Length header")
+                return
+            (n,) = declared
+            if n > limit:
+                await _send_error(send, 413, "body_too_large",
+                                  f"request body of {n} bytes is over the limit of {limit} bytes")
+                return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                await _send_error(send, 413, "body_too_large",
+                                  f"request body is over the limit of {limit} bytes (stopped reading at {total})")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _field(loc: Any) -> str:
+    out = ""
+    for part in loc:
+        if part == "body" and not out:
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null (JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# --- schemas ----------------------------------------------------------------------------
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. body_too_large, malformed_json")
+    message: str = Field(description="one line for a person")
+    errors: Optional[list[FieldError]] = None
+
+
+class UtterancePrediction(BaseModel):
+    speaker: str
+    text: str
+    label: str = Field(description="the prediction: the label of the last step")
+    probs: dict[str, float] = Field(description="class probabilities of the last step")
+    steps: list[str] = Field(description="label at step 0 (initial prediction) ... T (final)")
+    gold: Optional[str] = Field(None, description="the gold label, when the request gave one")
+
+
+class PredictionResponse(BaseModel):
+    id: Optional[str] = None
+    labels: list[str] = Field(description="the model's label set")
+    steps: int = Field(description="steps per utterance: 1 + T iterations")
+    utterances: list[UtterancePrediction]
+
+
+def _request_models(limits: Limits) -> type[BaseModel]:
+    class Utterance(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        speaker: StrictStr = Field(min_length=1, max_length=limits.max_speaker_chars)
+        text: StrictStr = Field(max_length=limits.max_utterance_chars)
+        label: Optional[StrictStr] = Field(None, description="optional gold label, echoed as 'gold'")
+
+    class Conversation(BaseModel):
+        """One conversation in the generic layout: ``{"id"?, "utterances": [...]}``."""
+
+        model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"utterances": [
+            {"speaker": "Chandler", "text": "What are you doing tonight?"},
+            {"speaker": "Joey", "text": "Huh? Uh."},
+        ]}]})
+        id: Optional[StrictStr] = Field(None, max_length=200)
+        utterances: list[Utterance] = Field(min_length=1, max_length=limits.max_utterances)
+
+    return Conversation
+
+
+# --- the app ----------------------------------------------------------------------------
+
+def _read_asset(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
+    """The service around ``recognizer`` (an :class:`iein.recognizer.Recognizer`, or any
+    object with ``labels``, ``card`` and ``predict``)."""
+    limits = limits or Limits()
+    labels = [str(x) for x in recognizer.labels]
+    steps = getattr(recognizer, "steps", None)
+    model_info = _finite({
+        "source": str(getattr(recognizer, "source", "")) or None,
+        "labels": labels,
+        "steps": steps,
+        "limits": asdict(limits),
+        "card": dict(recognizer.card),
+    })
+    page = _read_asset("index.html")
+    assets = {name: _read_asset(name) for name in _ASSETS}
+    Conversation = _request_models(limits)
+    errors_doc = {
+        400: {"model": ErrorResponse, "description": "malformed JSON"},
+        413: {"model": ErrorResponse, "description": f"body over {limits.max_body_bytes} bytes"},
+        415: {"model": ErrorResponse, "description": "body is not application/json"},
+        422: {"model": ErrorResponse, "description": "wrong types, a limit, or an invalid conversation"},
+    }
+
+    app = FastAPI(
+        title="IEIN emotion recognition",
+        version=__version__,
+        description=(
+            "Iterative Emotion Interaction Network (COLING 2020): one emotion per utterance, "
+            "with the label of every iteration step (step 0 = initial prediction)."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = list(exc.errors())
+        bad_json = next((e for e in errs if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            loc = bad_json.get("loc", ())
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            reason = (bad_json.get("ctx") or {}).get("error", "JSON decode error")
+            return _error(400, "malformed_json", f"malformed JSON{where}: {reason}")
+        ctype = request.headers.get("content-type", "")
+        media = ctype.split(";", 1)[0].strip().lower()
+        if not (media == "application/json" or media.endswith("+json")):
+            return _error(415, "unsupported_media_type",
+                          f"send the conversation as Content-Type: application/json (got {ctype or 'none'})")
+        fields = [
+            {"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid")), "type": str(e.get("type", ""))}
+            for e in errs[:20]
+        ]
+        first = fields[0] if fields else {"field": "body", "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}"
+        if first["message"] == "Field required" and first["field"] == "body":
+            message = 'body: a JSON object {"utterances": [{"speaker": ..., "text": ...}, ...]} is required'
+        if len(errs) > 1:
+            message += f" (and {len(errs) - 1} more)"
+        return _error(422, "invalid_request", message, errors=fields)
+
+    @app.exception_handler(IeinError)
+    async def _iein_error(request: Request, exc: IeinError) -> JSONResponse:
+        return _error(422, "invalid_conversation", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        response = _error(exc.status_code, code, str(exc.detail))
+        for k, v in (exc.headers or {}).items():
+            response.headers[k] = v
+        return response
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug
+        print(f"iein serve: internal error on {request.url.path}: {exc!r}", file=sys.stderr)
+        return _error(500, "internal_error", "internal error (see the server log)")
+
+    @app.post("/predict", response_model=PredictionResponse, response_model_exclude_none=True,
+              responses=errors_doc, summary="Label every utterance of one conversation")
+    def predict(conversation: Conversation) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Runs in the threadpool (a plain ``def``), so the event loop stays responsive."""
+        obj = conversation.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+        rows = recognizer.predict(obj)
+        n_steps = len(rows[0]["steps"]) if rows else (steps or 0)
+        return {"id": obj.get("id"), "labels": labels, "steps": n_steps, "utterances": rows}
+
+    @app.get("/health", summary="Liveness: the model is loaded")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "labels": len(labels)}
+
+    @app.get("/model", summary="The model card: labels, steps, limits, training metadata and scores")
+    def model() -> dict[str, Any]:
+        return model_info
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return Response(page, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    @app.get("/static/app.js", include_in_schema=False)
+    def app_js() -> Response:
+        return Response(assets["app.js"], media_type=_ASSETS["app.js"], headers=_PAGE_HEADERS)
+
+    @app.get("/static/app.css", include_in_schema=False)
+    def app_css() -> Response:
+        return Response(assets["app.css"], media_type=_ASSETS["app.css"], headers=_PAGE_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return Response(_docs_page(app.openapi()), media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    return app
+
+
+def _docs_page(spec: dict[str, Any]) -> str:
+    """A plain HTML rendering of the OpenAPI description (FastAPI's Swagger UI loads from a CDN)."""
+    e = html.escape
+    info = spec.get("info", {})
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<link rel='icon' href='data:,'><link rel='stylesheet' href='/static/app.css'>",
+        f"<title>{e(info.get('title', 'API'))}: API</title></head><body><main class='docs'>",
+        f"<h1>{e(info.get('title', 'API'))} <small>{e(str(info.get('version', '')))}</small></h1>",
+        f"<p>{e(info.get('description', ''))}</p>",
+        "<p>Machine-readable description: <a href='/openapi.json'>/openapi.json</a> (OpenAPI "
+        f"{e(str(spec.get('openapi', '')))}). The page: <a href='/'>/</a>.</p>",
+    ]
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            parts.append(f"<section class='op'><h2><code>{e(method.upper())} {e(path)}</code></h2>")
+            parts.append(f"<p>{e(op.get('summary', ''))}</p>")
+            if op.get("description"):
+                parts.append(f"<p>{e(op['description'])}</p>")
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                parts.append(f"<p>Request body (application/json): <code>{e(json.dumps(body))}</code></p>")
+            parts.append("<ul>")
+            for status, resp in op.get("responses", {}).items():
+                schema = resp.get("content", {}).get("application/json", {}).get("schema")
+                ref = f" <code>{e(json.dumps(schema))}</code>" if schema else ""
+                parts.append(f"<li><b>{e(str(status))}</b> {e(resp.get('description', ''))}{ref}</li>")
+            parts.append("</ul></section>")
+    schemas = spec.get("components", {}).get("schemas", {})
+    if schemas:
+        parts.append("<h2>Schemas</h2>")
+        for name, schema in schemas.items():
+            parts.append(f"<h3 id='{e(name)}'>{e(name)}</h3><pre>{e(json.dumps(schema, indent=2))}</pre>")
+    parts.append("</main></body></html>")
+    return "".join(parts)
+
+
+def serve(
+    model: str = "meld",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    threads: int | None = None,
+    access_log: bool = False,
+) -> None:
+    """Load ``model`` and serve it with uvicorn until interrupted (``iein serve``)."""
+    import torch
+    import uvicorn
+
+    from ..recognizer import Recognizer
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {port}")
+    recognizer = Recognizer.load(model)
+    app = create_app(recognizer, limits)
+    if host not in LOOPBACK_HOSTS:
+        print(f"warning: listening on {host}, reachable from other machines; the service has no "
+              "authentication", file=sys.stderr)
+    print(f"iein serve: model {model} ({len(recognizer.labels)} labels) on http://{host}:{port}/",
+          file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
+                server_header=False, proxy_headers=False)
