@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from iein.errors import ConfigError
 from iein.models.iein import IEIN, IGNORE, ECEncoder, IEINConfig, iein_loss
-from iein.models.layers import AttentionPooling, gru_cell, run_packed, scatter_utterances
+from iein.models.layers import AttentionPooling, BiGRU, gru_cell, scatter_utterances
 
 
 def tiny_cfg(**kw) -> IEINConfig:
@@ -57,22 +57,31 @@ def test_attention_pooling_hand_computed():
     assert torch.allclose(pool(h, mask), expected, atol=1e-6)
 
 
-def test_gru_cell_matches_torch_gru_both_directions():
+def test_gru_cell_matches_torch_gru():
     torch.manual_seed(0)
-    gru = torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)
-    x = torch.randn(2, 1, 3)
-    out, _ = gru(x)
-    h0 = torch.zeros(2, 4)
-    assert torch.allclose(gru_cell(x[:, 0], h0, gru), out[:, 0, :4], atol=1e-6)
-    assert torch.allclose(gru_cell(x[:, 0], h0, gru, reverse=True), out[:, 0, 4:], atol=1e-6)
+    gru = torch.nn.GRU(3, 4, batch_first=True)
+    x, h0 = torch.randn(2, 1, 3), torch.randn(1, 2, 4)
+    out, _ = gru(x, h0)
+    assert torch.allclose(gru_cell(x[:, 0], h0[0], gru), out[:, 0], atol=1e-6)
 
 
-def test_run_packed_zero_at_padding_and_scatter():
+@pytest.mark.parametrize("batch", [3, 200])  # one chunk and several length-sorted chunks
+def test_bigru_equals_per_sequence_bidirectional_gru(batch):
     torch.manual_seed(0)
-    gru = torch.nn.GRU(2, 3, batch_first=True)
-    x = torch.randn(2, 4, 2)
-    out = run_packed(gru, x, torch.tensor([4, 2]))
-    assert torch.equal(out[1, 2:], torch.zeros(2, 3))
+    bigru = BiGRU(3, 4)
+    lengths = torch.randint(1, 9, (batch,))
+    x = torch.randn(batch, 9, 3)
+    out = bigru(x, lengths)
+    for i in [0, 1, batch - 1]:
+        n = int(lengths[i])
+        seq = x[i : i + 1, :n]
+        fwd, _ = bigru.fwd(seq)
+        bwd, _ = bigru.bwd(seq.flip(1))
+        assert torch.allclose(out[i, :n], torch.cat([fwd, bwd.flip(1)], -1)[0], atol=1e-6)
+        assert torch.equal(out[i, n:], torch.zeros(9 - n, 8))
+
+
+def test_scatter_utterances():
     flat = torch.arange(10.0).view(5, 2)
     grid = scatter_utterances(flat, torch.tensor([3, 2]))
     assert grid.shape == (2, 3, 2)
@@ -213,3 +222,22 @@ def test_detach_feedback_blocks_gradient_between_steps():
     steps = model(tokens, wl, n_utts)
     steps[1].sum().backward()
     assert model.initial_classifier.weight.grad is None or torch.all(model.initial_classifier.weight.grad == 0)
+
+
+def test_feedback_dropout_only_acts_in_training():
+    tokens, wl, n_utts, _ = tiny_batch()
+    torch.manual_seed(0)
+    plain = IEIN(tiny_cfg()).eval()
+    torch.manual_seed(0)
+    dropped = IEIN(tiny_cfg(feedback_dropout=0.5)).eval()
+    for a, b in zip(plain(tokens, wl, n_utts), dropped(tokens, wl, n_utts)):
+        assert torch.equal(a, b)  # eval: identical
+    dropped.train()
+    torch.manual_seed(1)
+    s1 = dropped(tokens, wl, n_utts)
+    dropped.ec_encoder.dropout.p = 0.0
+    torch.manual_seed(1)
+    s2 = dropped(tokens, wl, n_utts)
+    assert torch.equal(s1[0], s2[0])  # P^0 does not depend on feedback dropout
+    with pytest.raises(ConfigError):
+        tiny_cfg(feedback_dropout=1.0)

@@ -212,6 +212,20 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import Limits, serve
+    except ImportError as exc:
+        raise ConfigError(f"iein serve needs the 'serve' extra: pip install 'iein[serve]' ({exc})") from None
+
+    given = dict(max_body_bytes=args.max_body_bytes, max_utterances=args.max_utterances,
+                 max_utterance_chars=args.max_utterance_chars)
+    limits = Limits(**{k: v for k, v in given.items() if v is not None})
+    serve(args.model, host=args.host, port=args.port, limits=limits, threads=args.threads,
+          access_log=args.access_log)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iein", description="Iterative Emotion Interaction Network for ERC")
     parser.add_argument("--version", action="version", version=f"iein {__version__}")
@@ -265,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list training presets")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("serve", help="HTTP service and web page (POST /predict, GET /, /docs); needs iein[serve]")
+    p.add_argument("--model", default="meld", help="checkpoint (.safetensors) or shipped model name (default: meld)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
+    p.add_argument("--max-utterances", type=int, help="utterances per conversation (default 500)")
+    p.add_argument("--max-utterance-chars", type=int, help="characters per utterance (default 5000)")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .layers import AttentionPooling, gru_cell, length_mask, run_packed, scatter_utterances
+from .layers import AttentionPooling, BiGRU, gru_cell, length_mask, scatter_utterances
 
 Variant = Literal["iein", "no_label", "gold_label"]
 IGNORE = -100  # label id of padded utterances and unlabelled utterances
@@ -48,12 +48,19 @@ class IEINConfig:
     #: Detach P^{i-1} before feeding it back.  The paper does not say; with gradients the
     #: T steps form one deep recurrent net.  Kept as a switch for the ablation study.
     detach_feedback: bool = False
+    #: Training only: probability of replacing an utterance's fed-back distribution
+    #: P^{i-1}_j with the uniform one ("no label information").  Not in the paper (0 there);
+    #: it stops the EC-Encoder from trusting fed-back labels blindly, since on the training
+    #: set they are far more accurate than they will be on unseen dialogues.
+    feedback_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.variant not in ("iein", "no_label", "gold_label"):
             raise ConfigError(f"model config field 'variant': unknown {self.variant!r}")
         if self.iterations < 0:
             raise ConfigError("model config field 'iterations': T must be >= 0")
+        if not 0.0 <= self.feedback_dropout < 1.0:
+            raise ConfigError("model config field 'feedback_dropout' must be in [0, 1)")
         if self.n_labels < 2:
             raise ConfigError("model config field 'n_labels': need at least 2 labels")
 
@@ -94,14 +101,14 @@ class UtteranceEncoder(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embedding_dim, padding_idx=0)
         self.embedding.weight.requires_grad_(not cfg.freeze_embeddings)
-        self.gru = nn.GRU(cfg.embedding_dim, cfg.utterance_hidden, batch_first=True, bidirectional=True)
+        self.gru = BiGRU(cfg.embedding_dim, cfg.utterance_hidden)
         self.attention = AttentionPooling(cfg.utterance_dim)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """``tokens (n_utt, max_words)``, ``lengths (n_utt,)`` -> ``u (n_utt, 2*hidden)``."""
         x = self.dropout(self.embedding(tokens))
-        h = run_packed(self.gru, x, lengths)  # eq. 1
+        h = self.gru(x, lengths)  # eq. 1: h_i = [fwd_i; bwd_i]
         return self.attention(h, length_mask(lengths, tokens.size(1)))  # eq. 2-3
 
 
@@ -116,7 +123,7 @@ class ECEncoder(nn.Module):
         dim = cfg.context_hidden
         # eq. 4: e_i = sum_j p_i^j x_j is a bias-free linear map of p_i; its weight columns are x_j.
         self.emotion_embedding = nn.Linear(cfg.n_labels, cfg.emotion_dim, bias=False) if use_emotion else None
-        self.gru = nn.GRU(dim, dim, batch_first=True, bidirectional=True)  # eq. 5-6
+        self.gru = BiGRU(dim, dim)  # eq. 5-6
         self.classifier = nn.Linear(dim, cfg.n_labels)  # eq. 8 (softmax applied by the caller)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -129,8 +136,7 @@ class ECEncoder(nn.Module):
     def forward(self, u: Tensor, p: Tensor | None, n_utts: Tensor) -> Tensor:
         """``u (B, N, du)``, ``p (B, N, L)`` -> logits ``(B, N, L)``."""
         x = self.inputs(u, p)
-        out = run_packed(self.gru, x, n_utts)
-        fwd, bwd = out.chunk(2, dim=-1)
+        fwd, bwd = self.gru(x, n_utts).chunk(2, dim=-1)
         h = fwd + bwd + x  # eq. 7
         return self.classifier(self.dropout(h))
 
@@ -143,13 +149,12 @@ class ECEncoder(nn.Module):
         """
         x_ctx = self.inputs(u, p_context)
         x_own = self.inputs(u, p_own)
-        out = run_packed(self.gru, x_ctx, n_utts)
-        fwd, bwd = out.chunk(2, dim=-1)
+        fwd, bwd = self.gru(x_ctx, n_utts).chunk(2, dim=-1)
         # state *before* position i: forward shifted right, backward shifted left; padded
         # positions of `out` are zero, so the last real utterance starts from zero too.
         fwd_prev = F.pad(fwd, (0, 0, 1, 0))[:, :-1]
         bwd_next = F.pad(bwd, (0, 0, 0, 1))[:, 1:]
-        h = gru_cell(x_own, fwd_prev, self.gru) + gru_cell(x_own, bwd_next, self.gru, reverse=True) + x_own
+        h = gru_cell(x_own, fwd_prev, self.gru.fwd) + gru_cell(x_own, bwd_next, self.gru.bwd) + x_own
         return self.classifier(self.dropout(h))
 
 
@@ -205,7 +210,11 @@ class IEIN(nn.Module):
         else:
             p = torch.softmax(steps[0], dim=-1)
             for _ in range(cfg.iterations):  # eq. 10, one shared EC-Encoder
-                logits = self.ec_encoder(u, p.detach() if cfg.detach_feedback else p, n_utts)
+                p_in = p.detach() if cfg.detach_feedback else p
+                if self.training and cfg.feedback_dropout > 0:
+                    drop = torch.rand(p.shape[:-1], device=p.device) < cfg.feedback_dropout
+                    p_in = torch.where(drop.unsqueeze(-1), torch.full_like(p_in, 1.0 / cfg.n_labels), p_in)
+                logits = self.ec_encoder(u, p_in, n_utts)
                 steps.append(logits)
                 p = torch.softmax(logits, dim=-1)
         return steps

@@ -1,26 +1,14 @@
 """Building blocks shared by every model in :mod:`iein.models`.
 
 Each block is padding-safe: padded words and padded utterances never influence the
-outputs at real positions (packed RNNs, masked attention), which ``tests/test_model.py``
-checks bit for bit.
+outputs at real positions (each direction of a BiGRU reads a sequence's real items before
+its padding; attention is masked), which ``tests/test_model.py`` checks bit for bit.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-
-def run_packed(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> Tensor:
-    """Run a batch-first RNN over padded ``x`` so that padding is never read.
-
-    ``lengths`` must be >= 1.  Outputs at padded positions are exactly zero.
-    """
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = rnn(packed)
-    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-    return out
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -41,15 +29,58 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bm,bmd->bd", alpha, h)
 
 
-def gru_cell(x: Tensor, h: Tensor, gru: nn.GRU, reverse: bool = False) -> Tensor:
-    """One step of direction ``reverse`` of a single-layer ``nn.GRU``, sharing its weights.
+class BiGRU(nn.Module):
+    """Bidirectional single-layer GRU over right-padded sequences.
+
+    Built from two unidirectional GRUs: the forward one reads each sequence as stored
+    (padding comes after the real items, so it never reaches them) and the backward one
+    reads each sequence reversed *within its own length*.  This is exact, padding-safe,
+    and on CPU about 4x faster for training than ``pack_padded_sequence`` (whose backward
+    pass is dominated by copies); sequences are processed in a few length-sorted chunks so
+    short utterances do not pay for the longest one.  Outputs at padded positions are zero.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.fwd = nn.GRU(input_size, hidden_size, batch_first=True)
+        self.bwd = nn.GRU(input_size, hidden_size, batch_first=True)
+
+    @staticmethod
+    def _chunks(n: int) -> int:
+        return max(1, min(8, n // 64))
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``x (B, L, d)``, ``lengths (B,)`` >= 1 -> ``(B, L, 2*hidden)``."""
+        batch, width, _ = x.shape
+        order = torch.argsort(lengths, stable=True)
+        pieces = []
+        for chunk in order.chunk(self._chunks(batch)):
+            lens = lengths[chunk]
+            max_len = int(lens.max())
+            xs = x[chunk, :max_len]
+            pos = torch.arange(max_len, device=x.device)[None, :]
+            real = pos < lens[:, None]
+            rev = torch.where(real, lens[:, None] - 1 - pos, pos)  # reverse inside each length
+            rev_x = rev[..., None].expand(-1, -1, xs.size(-1))
+            out_f, _ = self.fwd(xs)
+            out_b, _ = self.bwd(xs.gather(1, rev_x))
+            out_b = out_b.gather(1, rev[..., None].expand(-1, -1, self.hidden_size))
+            out = torch.cat([out_f, out_b], dim=-1) * real[..., None]
+            pieces.append(F.pad(out, (0, 0, 0, width - max_len)))
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(batch, device=order.device)
+        return torch.cat(pieces, dim=0)[inverse]
+
+
+def gru_cell(x: Tensor, h: Tensor, gru: nn.GRU) -> Tensor:
+    """One step of a single-layer unidirectional ``nn.GRU``, sharing its weights.
 
     Used by the Gold Label ablation, which must recompute each position's output with its
     own gold label hidden while reusing the context states of its neighbours.
     """
-    sfx = "_reverse" if reverse else ""
-    gi = F.linear(x, getattr(gru, "weight_ih_l0" + sfx), getattr(gru, "bias_ih_l0" + sfx))
-    gh = F.linear(h, getattr(gru, "weight_hh_l0" + sfx), getattr(gru, "bias_hh_l0" + sfx))
+    gi = F.linear(x, gru.weight_ih_l0, gru.bias_ih_l0)
+    gh = F.linear(h, gru.weight_hh_l0, gru.bias_hh_l0)
     i_r, i_z, i_n = gi.chunk(3, dim=-1)
     h_r, h_z, h_n = gh.chunk(3, dim=-1)
     r = torch.sigmoid(i_r + h_r)

@@ -15,8 +15,6 @@ Design points (see also ``docs``/README):
 * No CDN anywhere: the page and the ``/docs`` page are served by the package, under a
   Content-Security-Policy that allows only this origin.
 """
-from __future__ import annotations
-
 import html
 import json
 import math
@@ -160,6 +158,17 @@ def _field(loc: Any) -> str:
     return out or "body"
 
 
+def _message(err: dict) -> str:
+    """Pydantic's message, said in terms of the service's limits where one was hit."""
+    kind, ctx, value = err.get("type"), err.get("ctx") or {}, err.get("input")
+    limit = ctx.get("max_length")
+    if kind == "too_long" and limit is not None and isinstance(value, list):
+        return f"{len(value)} utterances, more than the limit of {limit}"
+    if kind == "string_too_long" and limit is not None and isinstance(value, str):
+        return f"{len(value)} characters, more than the limit of {limit}"
+    return str(err.get("msg", "invalid"))
+
+
 def _finite(obj: Any) -> Any:
     """JSON-safe copy: NaN and infinities become null (JSON has neither)."""
     if isinstance(obj, float):
@@ -272,19 +281,18 @@ def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
             where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
             reason = (bad_json.get("ctx") or {}).get("error", "JSON decode error")
             return _error(400, "malformed_json", f"malformed JSON{where}: {reason}")
+        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errs):
+            return _error(422, "invalid_request",
+                          'body: empty; send a JSON object {"utterances": [{"speaker": ..., "text": ...}, ...]}')
         ctype = request.headers.get("content-type", "")
         media = ctype.split(";", 1)[0].strip().lower()
         if not (media == "application/json" or media.endswith("+json")):
             return _error(415, "unsupported_media_type",
                           f"send the conversation as Content-Type: application/json (got {ctype or 'none'})")
-        fields = [
-            {"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid")), "type": str(e.get("type", ""))}
-            for e in errs[:20]
-        ]
+        fields = [{"field": _field(e.get("loc", ())), "message": _message(e), "type": str(e.get("type", ""))}
+                  for e in errs[:20]]
         first = fields[0] if fields else {"field": "body", "message": "invalid request"}
         message = f"{first['field']}: {first['message']}"
-        if first["message"] == "Field required" and first["field"] == "body":
-            message = 'body: a JSON object {"utterances": [{"speaker": ..., "text": ...}, ...]} is required'
         if len(errs) > 1:
             message += f" (and {len(errs) - 1} more)"
         return _error(422, "invalid_request", message, errors=fields)

@@ -21,6 +21,11 @@ ClassWeighting = Literal["none", "balanced", "sqrt"]
 class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    #: Weight decay of the word embeddings.  Adam adds the L2 gradient *before* its
+    #: per-parameter normalisation, so a row whose word is absent from a batch gets a pure
+    #: decay gradient and is moved by ~lr towards zero at every step: after a few hundred
+    #: updates the pretrained vectors would be erased.  Hence 0 by default.
+    embedding_weight_decay: float = 0.0
     batch_size: int = 32  # dialogues per mini-batch
     max_epochs: int = 60
     patience: int = 10  # epochs without a better dev weighted-F1 before stopping

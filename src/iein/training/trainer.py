@@ -133,7 +133,11 @@ def train(
         set_seed(cfg.seed)
         model = IEIN(mcfg, torch.from_numpy(data.embeddings))
         params = [p for p in model.parameters() if p.requires_grad]
-        optim = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        emb = model.utterance_encoder.embedding.weight
+        groups = [{"params": [p for p in params if p is not emb], "weight_decay": cfg.weight_decay}]
+        if emb.requires_grad:
+            groups.append({"params": [emb], "weight_decay": cfg.embedding_weight_decay})
+        optim = torch.optim.Adam(groups, lr=cfg.lr)
         weight = class_weights(data.splits["train"], mcfg.n_labels, cfg.class_weighting)
         rng = np.random.default_rng(cfg.seed)
         train_set, dev_set = data.splits["train"], data.splits["dev"]

@@ -1,0 +1,498 @@
+"""Run the reproduction plan in a process pool, resumably, into ``DIR/runs.jsonl``.
+
+``runs.jsonl`` is append-only, one JSON object a line, written by the parent process only
+(append + flush + fsync per line).  Four kinds of line:
+
+* ``dataset``  -- once per dataset: label set, data-file sha256s, split fingerprints and
+  sizes, the test dialogues' ids and gold labels, and the case-study dialogue of the
+  paper's Table 5 (found in the data by its utterances);
+* ``plan``     -- once per invocation: the run keys, seed counts, presets, machine, versions;
+* ``run``      -- one per finished training: configuration, seed, dev and test scores of
+  every step, per-class F1, confusion matrix, corrections, and the test predictions of
+  every step (compact, see :func:`encode_ids`) with the dialogue ids;
+* ``session_end`` -- when an invocation finishes (absent when it was killed).
+
+A restart reads the file, skips every finished key and runs the rest; a torn last line
+(the process was killed while writing it) is cut off.  Each worker process loads and
+prepares a dataset once and keeps it for all its runs; each is pinned to
+``threads_per_worker`` torch threads.
+
+The report (:mod:`.report`) reads this file and nothing else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .. import __version__
+from ..errors import ConfigError, DataError
+from .plan import (QUICK_SEEDS, QUICK_SIZES, RunSpec, build_plan, expand_datasets, main_iterations,
+                   DEFAULT_SEEDS_ABLATION, DEFAULT_SEEDS_MAIN)
+
+Log = Callable[[str], None]
+
+RUNS_FILE = "runs.jsonl"
+#: Fields of a ``run`` line that depend on the machine's speed or the moment, not on the
+#: computation (``history[*].seconds`` too): what differs between two identical runs.
+TIMING_FIELDS: tuple[str, ...] = (
+    "wall_seconds", "seconds_per_epoch", "finished_at", "session", "session_elapsed", "worker_pid",
+)
+#: Label ids as one character each; "-" is an unlabelled utterance.
+ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: The case study of the paper's Table 5 (section 3.6): its first utterance and speakers.
+CASE_STUDY_ANCHOR = ("chandler", "what are you doing tonight", "joey")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# compact label strings
+
+
+def encode_ids(ids: Iterable[int]) -> str:
+    """Label ids -> one character each (``0-9a-z``); negative ids (unlabelled) -> ``-``."""
+    out = []
+    for i in ids:
+        i = int(i)
+        if i < 0:
+            out.append("-")
+        elif i < len(ALPHABET):
+            out.append(ALPHABET[i])
+        else:
+            raise ValueError(f"label id {i} too large for the compact encoding (max {len(ALPHABET) - 1})")
+    return "".join(out)
+
+
+def decode_ids(text: str) -> list[int]:
+    """Inverse of :func:`encode_ids` (``-`` -> -1)."""
+    return [-1 if ch == "-" else ALPHABET.index(ch) for ch in text]
+
+
+def encode_dialogues(per_dialogue: Sequence[Iterable[int]]) -> str:
+    """One string for a split: each dialogue's ids encoded, dialogues separated by spaces."""
+    return " ".join(encode_ids(d) for d in per_dialogue)
+
+
+def decode_dialogues(text: str) -> list[list[int]]:
+    return [decode_ids(part) for part in text.split(" ")] if text else []
+
+
+# --------------------------------------------------------------------------------------------
+# runs.jsonl
+
+
+def runs_path(out_dir: str | os.PathLike[str]) -> Path:
+    return Path(out_dir) / RUNS_FILE
+
+
+def read_records(path: str | os.PathLike[str], repair: bool = False, log: Log = _stderr) -> list[dict[str, Any]]:
+    """All complete lines of ``runs.jsonl``.  A torn last line (no newline, or not JSON) is
+    ignored, and with ``repair`` cut off the file so appending continues cleanly.  A broken
+    line anywhere else is an error: that is not what a kill produces."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    good_end = len(data)
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+        tail_complete = True
+    else:
+        tail_complete = False
+    records: list[dict[str, Any]] = []
+    offset = 0
+    for lineno, raw in enumerate(lines, 1):
+        last = lineno == len(lines)
+        try:
+            if last and not tail_complete:
+                raise ValueError("no newline")
+            rec = json.loads(raw.decode("utf-8"))
+            if not isinstance(rec, dict) or "kind" not in rec:
+                raise ValueError("not a record")
+        except ValueError as exc:
+            if not last:
+                raise DataError(f"{path}:{lineno}: broken line ({exc}); the file was edited or corrupted") from None
+            good_end = offset
+            log(f"warning: {path}:{lineno}: ignoring a torn last line ({len(raw)} bytes) left by an interrupted run")
+            break
+        records.append(rec)
+        offset += len(raw) + 1
+    if repair and good_end < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return records
+
+
+def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Append one JSON line: a single ``write`` on an ``O_APPEND`` descriptor, then fsync."""
+    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(line)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def strip_timing(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``run`` record without its timing fields: equal for two runs of the same computation."""
+    out = {k: v for k, v in record.items() if k not in TIMING_FIELDS}
+    if "history" in out:
+        out["history"] = [{k: v for k, v in row.items() if k != "seconds"} for row in out["history"]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("’", "'")).strip()
+
+
+def find_case_study(corpus: Any) -> dict[str, Any] | None:
+    """The paper's Table 5 dialogue, located in the MELD test split by its utterances:
+    Chandler's "What are you doing tonight?" answered by Joey.  Returns its id, its position
+    in the test split, the index of that first utterance, and every utterance (speaker,
+    text, gold)."""
+    speaker, first, reply = CASE_STUDY_ANCHOR
+    for index, conv in enumerate(corpus.splits.get("test", [])):
+        utts = conv.utterances
+        for j in range(len(utts) - 1):
+            if (_normalise(utts[j].text) == first and utts[j].speaker.lower() == speaker
+                    and utts[j + 1].speaker.lower() == reply):
+                return {
+                    "dialogue_id": conv.id, "test_index": index, "start": j,
+                    "utterances": [[u.speaker, u.text, u.label] for u in utts],
+                }
+    return None
+
+
+def quick_subset(corpus: Any) -> Any:
+    """The first few dialogues of every split (:data:`QUICK_SIZES`); the case-study dialogue
+    is kept in the test subset (it replaces the last one) so Table 5 renders in quick mode."""
+    from ..data.conversation import Corpus
+
+    sizes = QUICK_SIZES.get(corpus.name, (40, 10, 20))
+    splits = {name: list(corpus.splits.get(name, []))[:n] for name, n in zip(("train", "dev", "test"), sizes)}
+    case = find_case_study(corpus)
+    if case is not None and not any(c.id == case["dialogue_id"] for c in splits["test"]):
+        splits["test"] = splits["test"][:-1] + [corpus.splits["test"][case["test_index"]]]
+    return Corpus(corpus.name, corpus.labels, splits, corpus.notes)
+
+
+def load_dataset(name: str, data_root: str | os.PathLike[str] | None = None, quick: bool = False) -> Any:
+    from ..data.registry import load_corpus
+
+    corpus = load_corpus(name, data_root)
+    return quick_subset(corpus) if quick else corpus
+
+
+def data_files(name: str, data_root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """sha256 of the files the dataset reader reads, by file name."""
+    from ..data import iemocap, meld
+    from ..data.registry import resolve_data_dir
+    from ..utils import sha256_file
+
+    directory = resolve_data_dir(name, data_root)
+    if name == "meld":
+        files = [directory / f for f in meld.FILES.values()]
+    elif iemocap.has_csvs(directory):
+        files = [directory / f for f in iemocap.CSV_FILES.values()]
+    else:
+        files = [iemocap.find_pickle(directory)]  # type: ignore[list-item]
+    return {str(p.relative_to(directory)): sha256_file(p) for p in files if p is not None}
+
+
+def dataset_record(name: str, corpus: Any, data_root: str | os.PathLike[str] | None, quick: bool) -> dict[str, Any]:
+    from ..training.trainer import fingerprint
+
+    index = {label: i for i, label in enumerate(corpus.labels)}
+    test = corpus.splits.get("test", [])
+    case = find_case_study(corpus)
+    if case is not None:
+        case["utterances"] = [[s, t, g] for s, t, g in case["utterances"]]
+    return {
+        "kind": "dataset", "dataset": name, "quick": quick, "labels": list(corpus.labels),
+        "data_files": data_files(name, data_root),
+        "data_checksums": {split: fingerprint(convs) for split, convs in corpus.splits.items()},
+        "sizes": {split: [len(convs), sum(len(c) for c in convs)] for split, convs in corpus.splits.items()},
+        "test_dialogues": [c.id for c in test],
+        "test_gold": encode_dialogues([[index[u.label] if u.label is not None else -1 for u in c.utterances]
+                                        for c in test]),
+        "case_study": case,
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    import numpy
+    import torch
+
+    return {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": numpy.__version__, "iein": __version__,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# one run (in a worker process, or in-process with workers=0)
+
+_WORKER: dict[str, Any] = {"options": {}, "cache": {}}
+
+
+def _init_worker(options: dict[str, Any]) -> None:
+    threads = int(options.get("threads_per_worker", 1))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    _WORKER["options"] = dict(options)
+    _WORKER["cache"] = {}
+
+
+def _prepared(dataset: str) -> Any:
+    """The dataset's PreparedData, loaded and encoded once per worker process."""
+    cache = _WORKER["cache"]
+    if dataset not in cache:
+        from ..training.trainer import prepare
+
+        opts = _WORKER["options"]
+        corpus = load_dataset(dataset, opts.get("data_root"), bool(opts.get("quick")))
+        cache[dataset] = prepare(corpus, opts.get("embeddings"), log=lambda _msg: None)
+    return cache[dataset]
+
+
+def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """Train one planned run and return its ``run`` record (without session fields)."""
+    import numpy as np
+    import torch
+
+    from ..evaluation.evaluate import evaluate_model, predict_steps
+    from ..training.config import TrainConfig
+    from ..training.trainer import train
+
+    spec = RunSpec.from_dict(spec_dict)
+    opts = _WORKER["options"]
+    t0 = time.perf_counter()
+    data = _prepared(spec.dataset)
+    cfg = TrainConfig(**spec.train_config(int(opts.get("threads_per_worker", 1))))
+    model_cfg = spec.model_config()
+    result = train(data, model_cfg, cfg, out=None, progress=False, log=lambda _msg: None, evaluate_test=False)
+    test_set = data.splits["test"]
+    probs = predict_steps(result.model, test_set, cfg.eval_batch_size)
+    exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
+    test = evaluate_model(result.model, test_set, data.labels, exclude, cfg.eval_batch_size, probs=probs)
+    n_steps = probs[0].shape[0] if probs else 0
+    step_strings = [encode_dialogues([p[s].argmax(-1) for p in probs]) for s in range(n_steps)]
+    return {
+        "kind": "run", "key": spec.key, "dataset": spec.dataset, "preset": spec.preset,
+        "variant": spec.variant, "iterations": spec.iterations, "seed": spec.seed, "quick": spec.quick,
+        "roles": list(spec.roles),
+        "model_config": model_cfg, "train_config": cfg.to_dict(),
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
+        "dev": result.dev, "test": test,
+        "test_predictions": {"dialogues": [c.id for c in test_set], "steps": step_strings},
+        "embeddings": data.provenance, "coverage": data.coverage, "data_checksums": data.data_checksums,
+        "versions": {"iein": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+        "wall_seconds": round(time.perf_counter() - t0, 3), "worker_pid": os.getpid(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the driver
+
+
+def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
+    """Why a finished run does not match the planned one (None when it does).  The thread
+    count is not part of the comparison: it changes speed, not the experiment."""
+    want_model = spec.model_config()
+    want_train = {k: v for k, v in spec.train_config().items() if k != "threads"}
+    have_train = {k: v for k, v in record.get("train_config", {}).items() if k != "threads"}
+    for what, have, want in (("model", record.get("model_config"), want_model), ("training", have_train, want_train)):
+        if have != want:
+            diff = sorted(k for k in set(have or {}) | set(want) if (have or {}).get(k) != want.get(k))
+            return f"{what} settings differ in {', '.join(diff)}"
+    return None
+
+
+def reproduce(
+    out_dir: str | os.PathLike[str],
+    datasets: str | Sequence[str] = "all",
+    seeds_main: int | None = None,
+    seeds_ablation: int | None = None,
+    quick: bool = False,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    data_root: str | os.PathLike[str] | None = None,
+    embeddings: str | os.PathLike[str] | None = None,
+    max_runs: int | None = None,
+    plan: Sequence[RunSpec] | None = None,
+    progress: bool | None = None,
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Run every planned training not yet in ``out_dir/runs.jsonl``.
+
+    ``workers``: processes in the pool (default one per core); 0 runs in this process (for
+    debugging).  ``max_runs``: stop after this many new runs (to test resuming, or to work in
+    slices).  ``plan`` replaces the default plan (tests).  Returns a summary with the keys
+    run now, skipped (already done) and failed.
+    """
+    from tqdm.auto import tqdm
+
+    if threads_per_worker < 1:
+        raise ConfigError(f"--threads-per-worker must be >= 1, got {threads_per_worker}")
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {workers}")
+    if max_runs is not None and max_runs < 0:
+        raise ConfigError(f"max_runs must be >= 0, got {max_runs}")
+    default_seeds = QUICK_SEEDS if quick else None
+    seeds_main = seeds_main or default_seeds or DEFAULT_SEEDS_MAIN
+    seeds_ablation = seeds_ablation or default_seeds or DEFAULT_SEEDS_ABLATION
+    names = expand_datasets(datasets)
+    if plan is None:
+        plan = build_plan(names, seeds_main, seeds_ablation, quick=quick)
+    else:
+        names = list(dict.fromkeys(s.dataset for s in plan))
+    if any(s.quick != quick for s in plan):
+        raise ConfigError("the plan's quick flag differs from quick=")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = runs_path(out)
+    records = read_records(path, repair=True, log=log)
+    session = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    t_start = time.perf_counter()
+
+    # dataset lines: written once; the data must not change under a reproduction
+    have_ds = {(r["dataset"], bool(r.get("quick"))): r for r in records if r["kind"] == "dataset"}
+    for name in names:
+        corpus = load_dataset(name, data_root, quick)
+        rec = dataset_record(name, corpus, data_root, quick)
+        old = have_ds.get((name, quick))
+        if old is None:
+            append_record(path, rec)
+        elif old["data_checksums"] != rec["data_checksums"]:
+            raise DataError(f"{path}: the {name} data differ from those of the runs already there "
+                            "(split fingerprints changed); use a new --out directory")
+
+    presets = {s.dataset: s.preset for s in plan}
+    append_record(path, {
+        "kind": "plan", "session": session, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "datasets": names, "presets": presets,
+        "main_iterations": {n: main_iterations(n, presets[n]) for n in names},
+        "seeds_main": seeds_main, "seeds_ablation": seeds_ablation, "quick": quick,
+        "keys": [s.key for s in plan], "workers": workers, "threads_per_worker": threads_per_worker,
+        "embeddings": str(embeddings) if embeddings else None, "machine": machine_info(),
+    })
+
+    done = {r["key"]: r for r in records if r["kind"] == "run"}
+    for spec in plan:
+        if spec.key in done:
+            why = _same_config(done[spec.key], spec)
+            if why:
+                raise ConfigError(f"{path}: run {spec.key} was trained with other settings ({why}); "
+                                  "use a new --out directory")
+    pending = [s for s in plan if s.key not in done]
+    skipped = len(plan) - len(pending)
+    if max_runs is not None:
+        pending = pending[:max_runs]
+    log(f"reproduce: {len(plan)} runs planned, {skipped} already in {path}, {len(pending)} to run now "
+        f"({workers or 'in-process'} worker{'s' if workers != 1 else ''} x {threads_per_worker} thread"
+        f"{'s' if threads_per_worker != 1 else ''})")
+
+    options = {"threads_per_worker": threads_per_worker, "quick": quick,
+               "data_root": str(data_root) if data_root is not None else None,
+               "embeddings": str(embeddings) if embeddings is not None else None}
+    finished: list[str] = []
+    failed: list[tuple[str, str]] = []
+    bar = tqdm(total=len(pending), unit="run", desc="reproduce", file=sys.stderr, smoothing=0.1,
+               disable=(not sys.stderr.isatty()) if progress is None else not progress)
+
+    def record_done(spec: RunSpec, rec: dict[str, Any]) -> None:
+        rec["session"] = session
+        rec["session_elapsed"] = round(time.perf_counter() - t_start, 3)
+        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        append_record(path, rec)
+        finished.append(spec.key)
+        bar.update(1)
+        bar.set_postfix_str(f"{spec.key} test w-F1 {rec['test']['final']['weighted_f1']:.2f}")
+        msg = (f"done {spec.key}: test w-F1 {rec['test']['final']['weighted_f1']:.2f}, "
+               f"{rec['epochs_run']} epochs, {rec['wall_seconds']:.0f}s")
+        bar.write(msg, file=sys.stderr) if not bar.disable else log(msg)
+
+    def record_failed(spec: RunSpec, err: str) -> None:
+        failed.append((spec.key, err))
+        bar.update(1)
+        log(f"FAILED {spec.key}:\n{err}")
+
+    try:
+        if workers == 0:
+            _init_worker(options)
+            for spec in pending:
+                try:
+                    rec = run_one(spec.to_dict())
+                except Exception:  # noqa: BLE001 - one failed run must not lose the others
+                    record_failed(spec, traceback.format_exc())
+                else:
+                    record_done(spec, rec)
+        elif pending:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")  # no fork after torch threads exist
+            with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
+                                     initializer=_init_worker, initargs=(options,)) as pool:
+                futures = {pool.submit(run_one, s.to_dict()): s for s in pending}
+                try:
+                    for fut in as_completed(futures):
+                        spec = futures[fut]
+                        try:
+                            rec = fut.result()
+                        except Exception:  # noqa: BLE001
+                            record_failed(spec, traceback.format_exc())
+                        else:
+                            record_done(spec, rec)
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    append_record(path, {"kind": "session_end", "session": session, "wall_seconds": round(wall, 3),
+                         "runs_done": len(finished), "runs_failed": len(failed)})
+    remaining = len(plan) - skipped - len(finished)
+    log(f"reproduce: {len(finished)} runs done in {wall / 60:.1f} min, {len(failed)} failed, "
+        f"{remaining} of {len(plan)} still to run")
+    return {"planned": len(plan), "skipped": skipped, "run": finished, "failed": failed,
+            "remaining": remaining, "wall_seconds": wall, "runs_file": str(path)}
+
+
+__all__ = [
+    "RUNS_FILE", "TIMING_FIELDS", "append_record", "data_files", "dataset_record", "decode_dialogues",
+    "decode_ids", "encode_dialogues", "encode_ids", "find_case_study", "load_dataset", "quick_subset",
+    "read_records", "reproduce", "run_one", "runs_path", "strip_timing",
+]
