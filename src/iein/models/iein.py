@@ -195,8 +195,11 @@ class IEIN(nn.Module):
         ``n_utts`` the number of utterances per dialogue.  ``gold`` (B, N) is used only by
         the Gold Label variant.
         """
+        return self.iterate(self.encode_utterances(tokens, word_lengths, n_utts), n_utts, gold)
+
+    def iterate(self, u: Tensor, n_utts: Tensor, gold: Tensor | None = None) -> list[Tensor]:
+        """Eq. 9-10 from the utterance vectors ``u (B, N, du)``: the logits of P^0 ... P^T."""
         cfg = self.config
-        u = self.encode_utterances(tokens, word_lengths, n_utts)
         steps = [self.initial_classifier(u)]  # eq. 9 (softmax taken below / in the loss)
         if cfg.variant == "no_label":
             steps.append(self.ec_encoder(u, None, n_utts))

@@ -327,14 +327,28 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
 
 def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     """Why a finished run does not match the planned one (None when it does).  The thread
-    count is not part of the comparison: it changes speed, not the experiment."""
-    want_model = spec.model_config()
-    want_train = {k: v for k, v in spec.train_config().items() if k != "threads"}
-    have_train = {k: v for k, v in record.get("train_config", {}).items() if k != "threads"}
-    for what, have, want in (("model", record.get("model_config"), want_model), ("training", have_train, want_train)):
-        if have != want:
-            diff = sorted(k for k in set(have or {}) | set(want) if (have or {}).get(k) != want.get(k))
-            return f"{what} settings differ in {', '.join(diff)}"
+    count is not part of the comparison: it changes speed, not the experiment.  A setting
+    the record lacks (added to the code later) counts as equal when the plan leaves it at
+    its default."""
+    import dataclasses
+
+    from ..models.iein import IEINConfig
+    from ..training.config import TrainConfig
+
+    checks = (("model", record.get("model_config") or {}, spec.model_config(), IEINConfig),
+              ("training", record.get("train_config") or {}, spec.train_config(), TrainConfig))
+    for what, have, want, cls in checks:
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        diff = []
+        for k in sorted(set(have) | set(want)):
+            if k == "threads":
+                continue
+            h = have.get(k, defaults.get(k, dataclasses.MISSING))
+            w = want.get(k, defaults.get(k, dataclasses.MISSING))
+            if h != w:
+                diff.append(f"{k} {h!r} -> {w!r}")
+        if diff:
+            return f"{what} settings differ: {', '.join(diff)}"
     return None
 
 

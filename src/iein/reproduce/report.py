@@ -1,0 +1,698 @@
+"""Render ``DIR/report.md``, ``DIR/figure3.png`` and ``DIR/confusion_<dataset>.png`` from
+``DIR/runs.jsonl`` alone.
+
+Every number of ours in the report is computed here from the ``run`` lines (mean and sample
+standard deviation over seeds, :func:`iein.evaluation.metrics.mean_std`); every number of the
+paper's is one of the constants below, each citing its table.  The "differences from the
+paper" section is generated from both, so it cannot drift from the tables.
+
+Step numbering: our P^0 is the initial prediction (eq. 9) and P^i the i-th EC-Encoder pass
+(eq. 10).  The paper's Tables 4 and 5 show steps 1..T for a model with maximum iteration
+number T, i.e. they leave P^0 out; we show it and put the paper's step i beside our P^i.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
+from ..utils import atomic_write_text
+from .plan import FIGURE3_ITERATIONS, TABLE3_ITERATIONS
+from .runner import decode_dialogues, read_records, runs_path
+
+# --------------------------------------------------------------------------------------------
+# the paper's published numbers (Lu et al., COLING 2020)
+
+#: Table 1, row "Our Approach" (IEMOCAP test, per-class F1 and weighted average, 12 runs).
+PAPER_TABLE1_IEMOCAP: dict[str, float] = {
+    "happy": 53.17, "sad": 77.19, "neutral": 61.31, "anger": 61.45, "excited": 69.23, "frustrated": 60.92,
+    "w-Avg.": 64.37,
+}
+#: Table 2, row "Our Approach" (MELD test).
+PAPER_TABLE2_MELD: dict[str, float] = {
+    "neutral": 77.52, "surprise": 53.65, "fear": 3.31, "sadness": 23.62, "joy": 56.63, "disgust": 19.38,
+    "anger": 48.88, "w-Avg.": 60.72,
+}
+PAPER_MAIN = {"iemocap": PAPER_TABLE1_IEMOCAP, "meld": PAPER_TABLE2_MELD}
+#: The paper's column names -> our label names.
+PAPER_COLUMN_LABEL = {"iemocap": {"anger": "angry"}, "meld": {}}
+#: Table 3 (weighted F1): No Label, "Our Approach, iter = 1/2/3", Gold Label.
+PAPER_TABLE3: dict[str, dict[Any, float]] = {
+    "iemocap": {"no_label": 60.22, 1: 61.22, 2: 63.66, 3: 64.37, "gold_label": 66.75},
+    "meld": {"no_label": 59.91, 1: 60.07, 2: 60.72, 3: 60.64, "gold_label": 62.28},
+}
+#: Table 4: w-F1 of step i (paper steps 1..T = our P^1..P^T) and the R->W / W->R / W->W
+#: shares (%) of the changed predictions between steps i and i+1.
+PAPER_TABLE4: dict[str, dict[str, Any]] = {
+    "iemocap": {"steps": {1: 61.97, 2: 63.71, 3: 64.37},
+                "corrections": {(1, 2): (27.84, 46.25, 25.91), (2, 3): (27.81, 47.78, 24.41)}},
+    "meld": {"steps": {1: 60.45, 2: 60.72}, "corrections": {(1, 2): (32.53, 39.86, 27.61)}},
+}
+#: Section 3.5 / Figure 3: the best maximum iteration number (the figure's values are not
+#: printed in the paper; its T = 1..3 points are Table 3's).
+PAPER_BEST_T = {"iemocap": 3, "meld": 2}
+#: Section 3.1: dialogues and utterances of the whole dataset.
+PAPER_DATA_SIZE = {"iemocap": (152, 7433), "meld": (1433, 13708)}
+#: Section 3.3.
+PAPER_VECTORS = {"name": "GloVe 840B", "dim": 300}
+PAPER_SETTINGS = {
+    "iemocap": {"lr": 2e-4, "lam": 50.0, "batch_size": 32, "weight_decay": 1e-4,
+                "utterance_hidden": 50, "emotion_dim": 32, "dropout": 0.1, "iterations": 3},
+    "meld": {"lr": 1e-4, "lam": 5.0, "batch_size": 32, "weight_decay": 1e-4,
+             "utterance_hidden": 100, "emotion_dim": 32, "dropout": 0.1, "iterations": 2},
+}
+PAPER_RUNS = 12  # section 3.4: "we repeat the experiment 12 times"
+DATASET_TITLE = {"iemocap": "IEMOCAP", "meld": "MELD"}
+TABLE_OF = {"iemocap": 1, "meld": 2}
+ROW_NAME = {"no_label": "No Label", "gold_label": "Gold Label"}
+KINDS = ("R->W", "W->R", "W->W")
+KIND_MD = {"R->W": "R→W", "W->R": "W→R", "W->W": "W→W"}
+
+
+# --------------------------------------------------------------------------------------------
+# reading and selecting
+
+
+class Runs:
+    """The lines of one ``runs.jsonl``, indexed for the report."""
+
+    def __init__(self, records: Sequence[dict[str, Any]]) -> None:
+        plans = [r for r in records if r["kind"] == "plan"]
+        if not plans:
+            raise ValueError("runs.jsonl has no plan line (it was not written by `iein reproduce`)")
+        self.plans = plans
+        self.plan = plans[-1]
+        self.quick = bool(self.plan.get("quick"))
+        self.datasets: list[str] = [d for d in ("iemocap", "meld") if d in self.plan["datasets"]] + [
+            d for d in self.plan["datasets"] if d not in ("iemocap", "meld")]
+        self.presets: dict[str, str] = self.plan["presets"]
+        self.main_t: dict[str, int] = {k: int(v) for k, v in self.plan["main_iterations"].items()}
+        self.seeds_main = int(self.plan["seeds_main"])
+        self.seeds_ablation = int(self.plan["seeds_ablation"])
+        self.ds: dict[str, dict[str, Any]] = {}
+        for r in records:
+            if r["kind"] == "dataset" and bool(r.get("quick")) == self.quick:
+                self.ds[r["dataset"]] = r
+        self.runs = [r for r in records if r["kind"] == "run" and bool(r.get("quick")) == self.quick
+                     and r["dataset"] in self.presets and r["preset"] == self.presets[r["dataset"]]]
+        self.sessions = {r["session"]: r for r in records if r["kind"] == "session_end"}
+        self.all_records = records
+
+    def select(self, dataset: str, variant: str, iterations: int | None, max_seed: int) -> list[dict[str, Any]]:
+        out = [r for r in self.runs if r["dataset"] == dataset and r["variant"] == variant
+               and (iterations is None or r["iterations"] == iterations) and r["seed"] < max_seed]
+        return sorted(out, key=lambda r: r["seed"])
+
+    def main(self, dataset: str) -> list[dict[str, Any]]:
+        return self.select(dataset, "iein", self.main_t[dataset], self.seeds_main)
+
+    def ablation(self, dataset: str, variant: str, iterations: int | None) -> list[dict[str, Any]]:
+        return self.select(dataset, variant, iterations, self.seeds_ablation)
+
+    def wall_seconds(self) -> float:
+        """Wall time of all invocations: a finished one's own measure; a killed one's up to
+        its last finished run."""
+        sessions: dict[str, float] = {}
+        for r in self.all_records:
+            if r["kind"] == "run" and "session" in r:
+                sessions[r["session"]] = max(sessions.get(r["session"], 0.0), float(r.get("session_elapsed", 0.0)))
+        for sid, r in self.sessions.items():
+            sessions[sid] = float(r["wall_seconds"])
+        return sum(sessions.values())
+
+
+def load_runs(out_dir: str | os.PathLike[str]) -> Runs:
+    path = runs_path(out_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no runs.jsonl (run `iein reproduce --out {out_dir}` first)")
+    return Runs(read_records(path, repair=False, log=lambda _m: None))
+
+
+# --------------------------------------------------------------------------------------------
+# numbers
+
+
+def final_wf1(run: dict[str, Any]) -> float:
+    return float(run["test"]["final"]["weighted_f1"])
+
+
+def ms_text(values: Sequence[float]) -> str:
+    return format_mean_std(values) if values else "—"
+
+
+def mean_of(values: Sequence[float]) -> float | None:
+    return mean_std(values)[0] if values else None
+
+
+def gold_by_dialogue(dataset_record: dict[str, Any]) -> dict[str, list[int]]:
+    return dict(zip(dataset_record["test_dialogues"], decode_dialogues(dataset_record["test_gold"])))
+
+
+def step_predictions(run: dict[str, Any]) -> list[dict[str, list[int]]]:
+    """Per step, ``{dialogue id: predicted label ids}`` from the compact strings of a run."""
+    ids = run["test_predictions"]["dialogues"]
+    return [dict(zip(ids, decode_dialogues(s))) for s in run["test_predictions"]["steps"]]
+
+
+def run_corrections(run: dict[str, Any], gold: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """R->W / W->R / W->W between every pair of adjacent steps of one run, recomputed from its
+    stored test predictions and the dataset's gold labels (unlabelled utterances skipped)."""
+    steps = step_predictions(run)
+    ids = run["test_predictions"]["dialogues"]
+    g = np.array([x for d in ids for x in gold[d]], dtype=np.int64)
+    keep = g >= 0
+    flat = [np.array([x for d in ids for x in s[d]], dtype=np.int64)[keep] for s in steps]
+    return [{"from": i, "to": i + 1, **correction_counts(flat[i], flat[i + 1], g[keep])}
+            for i in range(len(flat) - 1)]
+
+
+def correction_summary(runs: Sequence[dict[str, Any]], gold: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """Per adjacent pair: the shares of each kind, mean and std over the seeds whose
+    predictions changed at all, and the mean number of changed predictions."""
+    per_run = [run_corrections(r, gold) for r in runs]
+    out = []
+    for i in range(min((len(c) for c in per_run), default=0)):
+        rows = [c[i] for c in per_run]
+        changed = [row for row in rows if row["changed"] > 0]
+        out.append({
+            "from": i, "to": i + 1,
+            "changed": [float(row["changed"]) for row in rows],
+            **{k: [float(row[f"{k}%"]) for row in changed] for k in KINDS},
+        })
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# markdown helpers
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else ":---:" if a == "c" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_").replace("\n", " ")
+
+
+def signed(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def seeds_text(runs: Sequence[dict[str, Any]]) -> str:
+    seeds = sorted(r["seed"] for r in runs)
+    if not seeds:
+        return "none"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+
+
+def section_header(R: Runs) -> str:
+    lines = ["# IEIN reproduction report", ""]
+    if R.quick:
+        lines += ["> **QUICK MODE** (`--quick`): a few dialogues, one epoch, a tiny model. These numbers test "
+                  "the pipeline; they are not results.", ""]
+    lines.append("Generated by `iein report` from `runs.jsonl` alone. Paper numbers are the published values "
+                 "of Lu et al. (COLING 2020), cited by table; every other number is computed from the runs.")
+    lines.append("")
+    planned = R.plan["keys"]
+    done_keys = {r["key"] for r in R.runs}
+    n_done = sum(k in done_keys for k in planned)
+    versions = sorted({f"iein {r['versions']['iein']}, torch {r['versions']['torch']}" for r in R.runs})
+    vectors = sorted({f"{r['embeddings'].get('name')} ({r['embeddings'].get('dim')}-d, "
+                      f"{r['embeddings'].get('source', '')})" for r in R.runs})
+    machine = R.plan.get("machine", {})
+    wall = R.wall_seconds()
+    compute = sum(float(r.get("wall_seconds", 0.0)) for r in R.runs)
+    rows = [
+        ["runs", f"{n_done} of {len(planned)} planned finished" + ("" if n_done == len(planned) else " (report is partial)")],
+        ["package", "; ".join(versions) or "—"],
+        ["word vectors", "; ".join(vectors) or "—"],
+        ["seeds", "main model " + ", ".join(f"{DATASET_TITLE.get(d, d)} {seeds_text(R.main(d))}" for d in R.datasets)
+                  + f" (planned 0–{R.seeds_main - 1}); Table 3 / Figure 3 seeds 0–{R.seeds_ablation - 1}"],
+        ["presets", ", ".join(f"{d}: `{p}`" for d, p in R.presets.items())],
+        ["machine", f"{machine.get('platform', '?')}, {machine.get('processor', '?')}, "
+                    f"{machine.get('cpu_count', '?')} cores, Python {machine.get('python', '?')}"],
+        ["workers", f"{R.plan.get('workers')} process(es) × {R.plan.get('threads_per_worker')} torch thread(s)"],
+        ["wall time", f"{wall / 3600:.2f} h over {len({r.get('session') for r in R.runs} | set(R.sessions))} "
+                      f"invocation(s) ({wall:.0f} s); training compute {compute / 3600:.2f} h summed over runs"],
+    ]
+    lines += [md_table(["", ""], rows, "ll"), ""]
+    lines.append("Data (sha256 of the files read; fingerprints of the split contents):")
+    lines.append("")
+    drows = []
+    for d in R.datasets:
+        rec = R.ds.get(d)
+        if rec is None:
+            continue
+        files = "<br>".join(f"`{name}` {h}" for name, h in rec["data_files"].items())
+        sizes = ", ".join(f"{s} {n[0]}/{n[1]}" for s, n in rec["sizes"].items())
+        fps = ", ".join(f"{s} {h[:16]}" for s, h in rec["data_checksums"].items())
+        drows.append([DATASET_TITLE.get(d, d), files, sizes, fps])
+    lines += [md_table(["dataset", "files (sha256)", "dialogues/utterances", "split fingerprints"], drows, "llll"), ""]
+    return "\n".join(lines)
+
+
+def section_main(R: Runs, dataset: str) -> str:
+    runs = R.main(dataset)
+    paper = PAPER_MAIN.get(dataset)
+    title = f"## Table {TABLE_OF.get(dataset, '?')}: {DATASET_TITLE.get(dataset, dataset)} test, per-class F1 and weighted F1"
+    if not runs:
+        return f"{title}\n\nNo finished run of the main model yet.\n"
+    labels = R.ds[dataset]["labels"]
+    rename = PAPER_COLUMN_LABEL.get(dataset, {})
+    if paper:
+        cols = [(c, rename.get(c, c)) for c in paper if c != "w-Avg."]
+    else:
+        cols = [(lab, lab) for lab in labels]
+    header = ["", *[c for c, _ in cols], "w-Avg."]
+    ours = [[float(r["test"]["final"]["per_class_f1"][lab]) for r in runs] for _, lab in cols]
+    ours.append([final_wf1(r) for r in runs])
+    rows = []
+    if paper:
+        rows.append(["IEIN, paper (Table %d)" % TABLE_OF[dataset], *[f"{paper[c]:.2f}" for c, _ in cols],
+                     f"{paper['w-Avg.']:.2f}"])
+    rows.append([f"IEIN, ours (T={R.main_t[dataset]}, {len(runs)} seeds)", *[ms_text(v) for v in ours]])
+    if paper:
+        keys = [c for c, _ in cols] + ["w-Avg."]
+        rows.append(["ours − paper", *[signed(mean_std(v)[0] - paper[k]) for v, k in zip(ours, keys)]])
+    dev = [float(r["dev"]["final"]["weighted_f1"]) for r in runs]
+    note = (f"Mean ± sample std over seeds {seeds_text(runs)}; our label `angry` is the paper's `anger`. "
+            if dataset == "iemocap" else f"Mean ± sample std over seeds {seeds_text(runs)}. ")
+    note += (f"Dev w-F1 of the same models {ms_text(dev)}; best epoch {ms_text([float(r['best_epoch']) for r in runs])}.")
+    return f"{title}\n\n{md_table(header, rows)}\n\n{note}\n"
+
+
+def table3_rows(R: Runs, dataset: str) -> list[tuple[Any, str, list[float]]]:
+    rows: list[tuple[Any, str, list[float]]] = [("no_label", ROW_NAME["no_label"],
+                                                  [final_wf1(r) for r in R.ablation(dataset, "no_label", None)])]
+    for t in TABLE3_ITERATIONS:
+        rows.append((t, f"IEIN, T = {t}", [final_wf1(r) for r in R.ablation(dataset, "iein", t)]))
+    rows.append(("gold_label", ROW_NAME["gold_label"], [final_wf1(r) for r in R.ablation(dataset, "gold_label", None)]))
+    return rows
+
+
+def section_table3(R: Runs) -> str:
+    header = ["model"]
+    for d in R.datasets:
+        t = DATASET_TITLE.get(d, d)
+        header += [f"{t} ours", f"{t} paper", "Δ"]
+    per = {d: table3_rows(R, d) for d in R.datasets}
+    rows = []
+    for i, (key, name, _) in enumerate(per[R.datasets[0]]):
+        row = [name]
+        for d in R.datasets:
+            vals = per[d][i][2]
+            p = PAPER_TABLE3.get(d, {}).get(key)
+            row += [f"{ms_text(vals)} (n={len(vals)})" if vals else "—",
+                    f"{p:.2f}" if p is not None else "—",
+                    signed(mean_std(vals)[0] - p) if vals and p is not None else "—"]
+        rows.append(row)
+    notes = ("Test weighted F1, mean ± std over seeds 0–%d. Gold Label is an oracle: the context's gold labels "
+             "feed the EC-Encoder (each utterance sees only its own initial prediction)." % (R.seeds_ablation - 1))
+    return f"## Table 3: emotion-interaction ablations (test w-F1)\n\n{md_table(header, rows)}\n\n{notes}\n"
+
+
+def section_table4(R: Runs) -> str:
+    parts = ["## Table 4: per-step weighted F1 and the changed predictions between adjacent steps", ""]
+    parts.append("Our step i is P^i (P^0 = the initial prediction of eq. 9, which the paper does not list); "
+                 "the paper's step i is put beside our P^i. Shares are % of the predictions that changed "
+                 "between the two steps, mean ± std over the seeds whose predictions changed; recomputed from "
+                 "the stored test predictions.")
+    parts.append("")
+    for d in R.datasets:
+        runs = R.main(d)
+        T = R.main_t[d]
+        title = f"### {DATASET_TITLE.get(d, d)} (T = {T}, {len(runs)} seeds)"
+        if not runs:
+            parts += [title, "", "No finished run yet.", ""]
+            continue
+        paper = PAPER_TABLE4.get(d, {"steps": {}, "corrections": {}})
+        rows = []
+        for s in range(T + 1):
+            vals = [float(r["test"]["steps"][s]["weighted_f1"]) for r in runs]
+            p = paper["steps"].get(s)
+            rows.append([f"step {s}", ms_text(vals), f"{p:.2f}" if p is not None else "—"])
+        parts += [title, "", md_table(["step", "w-F1 ours", "w-F1 paper"], rows), ""]
+        gold = gold_by_dialogue(R.ds[d])
+        crow = []
+        for c in correction_summary(runs, gold):
+            p = paper["corrections"].get((c["from"], c["to"]))
+            row = [f"step {c['from']} → step {c['to']}", ms_text(c["changed"])]
+            for j, k in enumerate(KINDS):
+                row.append(ms_text(c[k]) + (f" ({p[j]:.2f})" if p else ""))
+            crow.append(row)
+        parts += [md_table(["steps", "changed", *(f"{KIND_MD[k]} % (paper)" for k in KINDS)], crow), ""]
+    return "\n".join(parts)
+
+
+def case_study_rows(R: Runs) -> tuple[dict[str, Any], list[list[str]], list[int]] | None:
+    """Rows of Table 5 for the main MELD model with the lowest seed: speaker, utterance,
+    the prediction of every step (changed cells bold, wrong ones marked) and gold."""
+    rec = R.ds.get("meld")
+    runs = R.main("meld")
+    if rec is None or not runs or not rec.get("case_study"):
+        return None
+    case = rec["case_study"]
+    run = runs[0]
+    labels = rec["labels"]
+    steps = step_predictions(run)
+    did = case["dialogue_id"]
+    if did not in steps[0]:
+        return None
+    errors = [0] * len(steps)
+    rows = []
+    for i, (speaker, text, gold) in enumerate(case["utterances"]):
+        if i < case["start"]:
+            continue
+        row = [str(i - case["start"] + 1), md_escape(speaker), md_escape(text)]
+        for s in range(len(steps)):
+            lab = labels[steps[s][did][i]]
+            cell = lab
+            if s > 0 and steps[s][did][i] != steps[s - 1][did][i]:
+                cell = f"**{lab}**"
+            if lab != gold:
+                cell += " ✗"
+                errors[s] += 1
+            row.append(cell)
+        row.append(str(gold))
+        rows.append(row)
+    return {"run": run, "case": case}, rows, errors
+
+
+def section_table5(R: Runs) -> str:
+    title = "## Table 5: case study (MELD test dialogue of the paper's section 3.6)"
+    got = case_study_rows(R)
+    if got is None:
+        return f"{title}\n\nNot available: no MELD main-model run, or the dialogue is not in this test set.\n"
+    info, rows, errors = got
+    run, case = info["run"], info["case"]
+    n_steps = len(errors)
+    header = ["No.", "Speaker", "Utterance", *(f"step {s}" for s in range(n_steps)), "Gold"]
+    note = (f"Dialogue `{case['dialogue_id']}` of the MELD test split, found by its utterances (Chandler's "
+            f"\"What are you doing tonight?\" answered by Joey), from its utterance {case['start'] + 1} on, as "
+            f"in the paper; the model read the whole dialogue. Predictions of the main model, seed {run['seed']}. "
+            "**Bold**: changed from the previous step; ✗: differs from gold. "
+            f"Errors per step: {', '.join(f'step {s} {e}' for s, e in enumerate(errors))} of {len(rows)}.")
+    return f"{title}\n\n{md_table(header, rows, 'rll' + 'l' * (n_steps + 1))}\n\n{note}\n"
+
+
+def figure3_data(R: Runs) -> dict[str, list[tuple[int, list[float]]]]:
+    out = {}
+    for d in R.datasets:
+        pts = []
+        for t in FIGURE3_ITERATIONS:
+            vals = [final_wf1(r) for r in R.ablation(d, "iein", t)]
+            if vals:
+                pts.append((t, vals))
+        out[d] = pts
+    return out
+
+
+def plot_figure3(R: Runs, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = figure3_data(R)
+    fig, axes = plt.subplots(1, len(R.datasets), figsize=(4.2 * len(R.datasets), 3.4), squeeze=False)
+    for ax, d in zip(axes[0], R.datasets):
+        pts = data[d]
+        if pts:
+            x = np.array([t for t, _ in pts])
+            m = np.array([mean_std(v)[0] for _, v in pts])
+            s = np.array([mean_std(v)[1] for _, v in pts])
+            ax.plot(x, m, "o-", color="C0", label=f"ours (mean ± std, {max(len(v) for _, v in pts)} seeds)")
+            ax.fill_between(x, m - s, m + s, color="C0", alpha=0.2)
+        paper = PAPER_TABLE3.get(d, {})
+        pt = [t for t in TABLE3_ITERATIONS if t in paper]
+        if pt:
+            ax.plot(pt, [paper[t] for t in pt], "s--", color="C3", mfc="none", label="paper (Table 3)")
+        ax.set_title(DATASET_TITLE.get(d, d))
+        ax.set_xlabel("maximum iteration number T")
+        ax.set_ylabel("test weighted F1 (%)")
+        ax.set_xticks(list(FIGURE3_ITERATIONS))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Figure 3: weighted F1 vs maximum iteration number" + (" (QUICK MODE)" if R.quick else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def section_figure3(R: Runs) -> str:
+    data = figure3_data(R)
+    rows = []
+    for t in FIGURE3_ITERATIONS:
+        row = [f"T = {t}"]
+        for d in R.datasets:
+            vals = dict(data[d]).get(t)
+            row.append(f"{ms_text(vals)} (n={len(vals)})" if vals else "—")
+        rows.append(row)
+    text = ("## Figure 3: weighted F1 vs maximum iteration number\n\n![Figure 3](figure3.png)\n\n"
+            f"Test w-F1, mean ± std over seeds 0–{R.seeds_ablation - 1} (the band in the figure). T = 0 is the "
+            "initial prediction alone (no EC-Encoder). The paper prints no values for its Figure 3; its T = 1..3 "
+            "points are Table 3's, drawn as squares.\n\n")
+    return text + md_table(["", *(DATASET_TITLE.get(d, d) for d in R.datasets)], rows) + "\n"
+
+
+def plot_confusion(R: Runs, dataset: str, path: Path) -> bool:
+    runs = R.main(dataset)
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = R.ds[dataset]["labels"]
+    cm = np.mean([np.array(r["test"]["final"]["confusion_matrix"], dtype=float) for r in runs], axis=0)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.8 + 0.7 * len(labels)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{cm[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(f"{DATASET_TITLE.get(dataset, dataset)} test, mean over {len(runs)} seeds"
+                 + (" (QUICK)" if R.quick else ""), fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of gold row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def section_confusion(R: Runs, made: dict[str, bool]) -> str:
+    parts = ["## Confusion matrices (main model, test)", "",
+             "Cells: mean count over seeds; colour: share of the gold row (recall).", ""]
+    for d in R.datasets:
+        if made.get(d):
+            parts += [f"![{DATASET_TITLE.get(d, d)} confusion matrix](confusion_{d}.png)", ""]
+        else:
+            parts += [f"{DATASET_TITLE.get(d, d)}: no finished run yet.", ""]
+    return "\n".join(parts)
+
+
+def _resolved(a: Sequence[float], b: Sequence[float]) -> str:
+    """How a difference of two means compares with the seed spread."""
+    if len(a) < 2 or len(b) < 2:
+        return "single seed: spread unknown"
+    diff = abs(mean_std(a)[0] - mean_std(b)[0])
+    spread = max(mean_std(a)[1], mean_std(b)[1])
+    return "larger than the seed std" if diff > spread else "within the seed std, not resolved by these seeds"
+
+
+def differences(R: Runs) -> list[str]:
+    """The bullets of the "differences from the paper" section, computed from the numbers."""
+    out: list[str] = []
+    # setup
+    for r in R.runs[:1]:
+        emb = r["embeddings"]
+        if emb.get("dim") != PAPER_VECTORS["dim"] or "840" not in str(emb.get("name")):
+            out.append(f"Word vectors: ours are `{emb.get('name')}` ({emb.get('dim')}-d); the paper uses "
+                       f"{PAPER_VECTORS['name']} ({PAPER_VECTORS['dim']}-d) (section 3.3).")
+    for d in R.datasets:
+        rec = R.ds.get(d)
+        if rec and d in PAPER_DATA_SIZE:
+            n_dlg = sum(v[0] for v in rec["sizes"].values())
+            n_utt = sum(v[1] for v in rec["sizes"].values())
+            pd, pu = PAPER_DATA_SIZE[d]
+            if (n_dlg, n_utt) != (pd, pu):
+                out.append(f"{DATASET_TITLE[d]} data: {n_dlg} dialogues / {n_utt} utterances here vs the paper's "
+                           f"{pd} / {pu} (section 3.1).")
+        runs = R.main(d)
+        if runs and d in PAPER_SETTINGS:
+            have = {**runs[0]["train_config"], **runs[0]["model_config"]}
+            diffs = [f"{k} {have.get(k)} (paper {v})" for k, v in PAPER_SETTINGS[d].items() if have.get(k) != v]
+            if diffs:
+                out.append(f"{DATASET_TITLE[d]} settings that differ from section 3.3: " + ", ".join(diffs) + ".")
+            if len(runs) != PAPER_RUNS:
+                out.append(f"{DATASET_TITLE[d]} main model: {len(runs)} seeds here, {PAPER_RUNS} runs in the paper.")
+    # Tables 1/2
+    for d in R.datasets:
+        runs, paper = R.main(d), PAPER_MAIN.get(d)
+        if not runs or not paper:
+            continue
+        vals = [final_wf1(r) for r in runs]
+        m, s = mean_std(vals)
+        delta = m - paper["w-Avg."]
+        sd = f", {abs(delta) / s:.1f} seed std" if s > 0 else ""
+        verdict = "above" if delta > 0 else "below"
+        out.append(f"**{DATASET_TITLE[d]} weighted F1 (Table {TABLE_OF[d]})**: ours {m:.2f} ± {s:.2f} vs paper "
+                   f"{paper['w-Avg.']:.2f}: {abs(delta):.2f} points {verdict}{sd}.")
+        rename = PAPER_COLUMN_LABEL.get(d, {})
+        gaps = []
+        for c in paper:
+            if c == "w-Avg.":
+                continue
+            mc = mean_std([float(r["test"]["final"]["per_class_f1"][rename.get(c, c)]) for r in runs])[0]
+            gaps.append((mc - paper[c], c, mc))
+        big = sorted((g for g in gaps if abs(g[0]) >= 3.0), key=lambda g: -abs(g[0]))
+        if big:
+            out.append(f"{DATASET_TITLE[d]} classes off by ≥ 3 points: " + ", ".join(
+                f"{c} {mc:.2f} vs {paper[c]:.2f} ({signed(g)})" for g, c, mc in big) + ".")
+    # Table 3 ordering
+    for d in R.datasets:
+        rows = {key: vals for key, _, vals in table3_rows(R, d) if vals}
+        paper = PAPER_TABLE3.get(d, {})
+        name = {k: n for k, n, _ in table3_rows(R, d)}
+        t = R.main_t[d]
+        title = DATASET_TITLE.get(d, d)
+        if t in rows and "no_label" in rows:
+            a, b = rows["no_label"], rows[t]
+            if mean_std(a)[0] >= mean_std(b)[0]:
+                out.append(f"**Ablation ordering disagrees with the paper ({title}): No Label beats IEIN** (T = {t}): "
+                           f"{ms_text(a)} vs {ms_text(b)} ({_resolved(a, b)}); the paper has IEIN above No Label "
+                           f"({paper.get(t, float('nan')):.2f} vs {paper.get('no_label', float('nan')):.2f}).")
+        if t in rows and "gold_label" in rows:
+            a, b = rows["gold_label"], rows[t]
+            if mean_std(a)[0] <= mean_std(b)[0]:
+                out.append(f"**Ablation ordering disagrees with the paper ({title}): Gold Label does not beat IEIN** "
+                           f"(T = {t}): {ms_text(a)} vs {ms_text(b)} ({_resolved(a, b)}).")
+        keys = [k for k in rows if k in paper]
+        flips = []
+        for i, x in enumerate(keys):
+            for y in keys[i + 1:]:
+                po = paper[x] - paper[y]
+                oo = mean_std(rows[x])[0] - mean_std(rows[y])[0]
+                if po * oo < 0 or (oo == 0 and po != 0):
+                    hi, lo = (x, y) if po > 0 else (y, x)
+                    flips.append(f"paper {name[hi]} > {name[lo]}, ours {mean_std(rows[lo])[0]:.2f} ≥ "
+                                 f"{mean_std(rows[hi])[0]:.2f} ({_resolved(rows[x], rows[y])})")
+        if flips:
+            out.append(f"Table 3 ({title}) pairs ordered differently from the paper: " + "; ".join(flips) + ".")
+        elif len(keys) >= 2:
+            out.append(f"Table 3 ({title}): every pair of rows is ordered as in the paper.")
+        for key, _, vals in table3_rows(R, d):
+            if vals and key in paper and abs(mean_std(vals)[0] - paper[key]) >= 2.0:
+                out.append(f"Table 3 ({title}) {name[key]}: {mean_std(vals)[0]:.2f} vs paper {paper[key]:.2f} "
+                           f"({signed(mean_std(vals)[0] - paper[key])}).")
+    # Figure 3
+    data = figure3_data(R)
+    for d in R.datasets:
+        pts = data.get(d) or []
+        if len(pts) < 2:
+            continue
+        best_t, best_v = max(((t, mean_std(v)[0]) for t, v in pts), key=lambda x: x[1])
+        title = DATASET_TITLE.get(d, d)
+        pb = PAPER_BEST_T.get(d)
+        if pb is not None and best_t != pb:
+            out.append(f"Figure 3 ({title}): our best maximum iteration number is T = {best_t} ({best_v:.2f}), the "
+                       f"paper's T = {pb} (section 3.5).")
+        elif pb is not None:
+            out.append(f"Figure 3 ({title}): our best T is {best_t}, as in the paper.")
+        zero = dict(pts).get(0)
+        if zero is not None and best_t == 0:
+            out.append(f"Figure 3 ({title}): **iterating does not help**: T = 0 (no EC-Encoder) is best.")
+    # Table 4
+    for d in R.datasets:
+        runs = R.main(d)
+        if not runs:
+            continue
+        title = DATASET_TITLE.get(d, d)
+        T = R.main_t[d]
+        means = [mean_std([float(r["test"]["steps"][s]["weighted_f1"]) for r in runs])[0] for s in range(T + 1)]
+        drops = [s for s in range(1, T + 1) if means[s] < means[s - 1]]
+        if drops:
+            out.append(f"Table 4 ({title}): w-F1 falls from step {drops[0] - 1} to {drops[0]} "
+                       f"({means[drops[0] - 1]:.2f} → {means[drops[0]]:.2f}); the paper's rises at every step.")
+        gold = gold_by_dialogue(R.ds[d])
+        for c in correction_summary(runs, gold):
+            if not c["W->R"]:
+                out.append(f"Table 4 ({title}): no prediction changes between steps {c['from']} and {c['to']}.")
+                continue
+            shares = {k: mean_std(c[k])[0] for k in KINDS}
+            top = max(shares, key=shares.get)
+            if top != "W->R":
+                out.append(f"Table 4 ({title}), step {c['from']} → {c['to']}: the most common change is "
+                           f"{KIND_MD[top]} ({shares[top]:.2f}%), not W→R ({shares['W->R']:.2f}%) as in the paper.")
+    return out
+
+
+def section_differences(R: Runs) -> str:
+    bullets = differences(R)
+    body = "\n".join(f"- {b}" for b in bullets) if bullets else "- None found."
+    return ("## Differences from the paper\n\nGenerated from the numbers above (setup, score gaps, and every "
+            "ordering claim of sections 3.4–3.5 checked against ours).\n\n" + body + "\n")
+
+
+def section_runs(R: Runs) -> str:
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in R.runs:
+        groups[(r["dataset"], r["variant"], r["iterations"])].append(r)
+    planned: dict[tuple[str, str, int], int] = defaultdict(int)
+    for k in R.plan["keys"]:
+        d, _preset, variant, t, _seed = k.split("/")
+        planned[(d, variant, int(t[1:]))] += 1
+    rows = []
+    for key in sorted(set(planned) | set(groups)):
+        runs = groups.get(key, [])
+        rows.append([
+            f"{key[0]} {key[1]} T={key[2]}", f"{len(runs)}/{planned.get(key, 0)}",
+            ms_text([float(r["epochs_run"]) for r in runs]), ms_text([float(r["best_epoch"]) for r in runs]),
+            ms_text([float(r.get("seconds_per_epoch", math.nan)) for r in runs if "seconds_per_epoch" in r]),
+            ms_text([float(r["wall_seconds"]) / 60 for r in runs if "wall_seconds" in r]),
+        ])
+    return "## Runs\n\n" + md_table(["configuration", "done/planned", "epochs", "best epoch", "s/epoch",
+                                     "min/run"], rows) + "\n"
+
+
+def render_report(out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``report.md``, ``figure3.png`` and ``confusion_<dataset>.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    R = load_runs(out)
+    plot_figure3(R, out / "figure3.png")
+    made = {d: plot_confusion(R, d, out / f"confusion_{d}.png") for d in R.datasets}
+    sections = [section_header(R)]
+    sections += [section_main(R, d) for d in R.datasets]
+    sections += [section_table3(R), section_table4(R), section_table5(R), section_figure3(R),
+                 section_confusion(R, made), section_differences(R), section_runs(R)]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(sections))
+    return path
+
+
+__all__ = [
+    "PAPER_BEST_T", "PAPER_TABLE1_IEMOCAP", "PAPER_TABLE2_MELD", "PAPER_TABLE3", "PAPER_TABLE4", "Runs",
+    "correction_summary", "differences", "load_runs", "render_report", "run_corrections",
+]
