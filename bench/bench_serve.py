@@ -78,6 +78,15 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its threads (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -174,18 +183,29 @@ def main(argv: list[str] | None = None) -> int:
             if resp.status != 200:
                 raise SystemExit(f"warm-up request failed: HTTP {resp.status}")
         conn.close()
+        cpu0, load0 = cpu_seconds(proc.pid), os.getloadavg()[0]
         report = run_load(port, args.clients, args.seconds, args.max_requests)
+        cpu1 = cpu_seconds(proc.pid)
+        if cpu0 is not None and cpu1 is not None and report["requests_ok"]:
+            report["server_cpu_ms_per_request"] = round(1000 * (cpu1 - cpu0) / report["requests_ok"], 2)
+            report["server_cpu_share"] = round((cpu1 - cpu0) / report["seconds"], 2)
+        report["load_average_before"] = round(load0, 2)
     finally:
         stop_server(proc)
     report.update(model=args.model, server_threads=args.threads, utterances_per_request=len(EXAMPLE),
                   cpus=os.cpu_count(), target_p99_ms=args.target_p99_ms,
                   p99_under_target=report["latency_ms"]["p99"] < args.target_p99_ms)
     lat = report["latency_ms"]
-    print(f"{report['clients']} clients, {report['seconds']} s, {report['utterances_per_request']} utterances a request: "
+    print(f"{report['clients']} clients, {report['seconds']} s, "
+          f"{report['utterances_per_request']} utterances a request: "
           f"{report['requests_ok']} ok, {report['errors']} errors {report['error_kinds'] or ''}")
     print(f"throughput {report['requests_per_s']} requests/s | latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, "
           f"p99 {lat['p99']} ms, max {lat['max']} ms | p99 < {args.target_p99_ms:g} ms: "
           f"{'yes' if report['p99_under_target'] else 'NO'}")
+    if "server_cpu_ms_per_request" in report:
+        print(f"server CPU {report['server_cpu_ms_per_request']} ms a request "
+              f"({report['server_cpu_share']} cores busy); "
+              f"load average before the run {report['load_average_before']} on {report['cpus']} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 1 if report["errors"] else 0

@@ -27,7 +27,7 @@ with warnings.catch_warnings():  # starlette >= 1.10 prefers httpx2; httpx works
 from iein.cli import main as cli_main  # noqa: E402
 from iein.recognizer import Recognizer  # noqa: E402
 from iein.server import Limits, create_app  # noqa: E402
-from iein.server.app import BodyLimitMiddleware  # noqa: E402
+from iein.server.app import BodyLimitMiddleware, InferenceBatcher  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -447,6 +447,94 @@ def test_inference_runs_off_the_event_loop() -> None:
         conn.close()
         t.join(20)
         assert result["status"] == 200
+
+
+# --- batching of concurrent requests -------------------------------------------------------
+
+class GatedRecognizer:
+    """predict_many waits at a gate, so that requests queue behind the first call."""
+
+    labels = ("neutral", "joy")
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+
+    def _rows(self, conv):
+        if conv["utterances"][0]["text"] == "boom":
+            raise ValueError("bad conversation")
+        return [{"speaker": u["speaker"], "text": u["text"], "label": "joy", "probs": {"neutral": 0.4, "joy": 0.6},
+                 "steps": ["neutral", "joy"]} for u in conv["utterances"]]
+
+    def predict(self, conv):
+        return self._rows(conv)
+
+    def predict_many(self, convs, batch_size=32):
+        self.gate.wait(10)
+        self.batches.append(len(convs))
+        return [self._rows(c) for c in convs]
+
+
+def test_batcher_labels_queued_requests_together_and_isolates_failures() -> None:
+    rec = GatedRecognizer()
+    batcher = InferenceBatcher(rec, max_batch=32)
+    results: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        text = "boom" if i == 3 else f"utterance {i}"
+        try:
+            results[i] = batcher.predict({"utterances": [{"speaker": f"S{i}", "text": text}]})
+        except ValueError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    threads[0].start()
+    time.sleep(0.2)  # the first request is inside predict_many, at the gate
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.3)  # the other seven queue
+    rec.gate.set()
+    for t in threads:
+        t.join(10)
+    batcher.close()
+    assert rec.batches[0] == 1 and sum(rec.batches) >= 8 and max(rec.batches) > 1  # queued ones went together
+    assert isinstance(results[3], ValueError)  # the bad one fails alone...
+    for i in set(range(8)) - {3}:  # ...and every other request gets its own answer
+        assert results[i][0]["speaker"] == f"S{i}" and results[i][0]["text"] == f"utterance {i}"
+
+
+def test_concurrent_requests_match_single_predictions(recognizer: Recognizer, shared_data: Path) -> None:
+    """16 clients at once through a real server: every answer is that conversation's own."""
+    import http.client
+
+    from iein.data.registry import load_corpus
+
+    convs = [{"utterances": [{"speaker": u.speaker, "text": u.text} for u in c.utterances[:12]]}
+             for c in load_corpus("meld", shared_data / "meld")["test"][:32]]
+    expected = [recognizer.predict(c) for c in convs]
+    got: dict[int, list] = {}
+    with LiveServer(create_app(recognizer, LIMITS)) as live:
+        def client(k: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+            for i in range(k, len(convs), 16):
+                conn.request("POST", "/predict", body=json.dumps(convs[i]),
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                assert resp.status == 200
+                got[i] = json.loads(resp.read())["utterances"]
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert sorted(got) == list(range(len(convs)))
+    for i, want in enumerate(expected):
+        assert [r["steps"] for r in got[i]] == [r["steps"] for r in want]
+        assert [r["text"] for r in got[i]] == [r["text"] for r in want]
+        for a, b in zip(got[i], want):
+            assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
 
 
 # --- command line -------------------------------------------------------------------------

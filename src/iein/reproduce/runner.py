@@ -325,6 +325,14 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
 # the driver
 
 
+def default_workers() -> int:
+    """One worker per core this process may use (cgroup/affinity aware where possible)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     """Why a finished run does not match the planned one (None when it does).  The thread
     count is not part of the comparison: it changes speed, not the experiment.  A setting
@@ -379,7 +387,7 @@ def reproduce(
     if threads_per_worker < 1:
         raise ConfigError(f"--threads-per-worker must be >= 1, got {threads_per_worker}")
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = default_workers()
     if workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {workers}")
     if max_runs is not None and max_runs < 0:

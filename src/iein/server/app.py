@@ -1,6 +1,6 @@
 """The HTTP service: ``POST /predict``, ``GET /health``, ``GET /model``, the page at ``/``.
 
-Design points (see also ``docs``/README):
+Design points:
 
 * Every limit answers a 4xx JSON body ``{"error": code, "message": one line, ...}``:
   413 for a body over :attr:`Limits.max_body_bytes` (refused from ``Content-Length`` before
