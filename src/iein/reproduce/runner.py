@@ -25,7 +25,9 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -257,7 +259,30 @@ def machine_info() -> dict[str, Any]:
 _WORKER: dict[str, Any] = {"options": {}, "cache": {}}
 
 
-def _init_worker(options: dict[str, Any]) -> None:
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Linux: have the kernel kill this worker when the parent dies (even by SIGKILL), so a
+    killed ``reproduce`` leaves no orphan training away on the cores."""
+    if parent_pid is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(options: dict[str, Any], in_process: bool = False) -> None:
+    """Pool initializer: die with the parent, pin torch threads, start an empty data cache.
+    ``in_process`` (workers=0): only the options and the cache, the caller's process keeps
+    its settings (each training pins its own thread count anyway)."""
+    _WORKER["options"] = dict(options)
+    _WORKER["cache"] = {}
+    if in_process:
+        return
+    _die_with_parent(options.get("parent_pid"))
     threads = int(options.get("threads_per_worker", 1))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -268,8 +293,6 @@ def _init_worker(options: dict[str, Any]) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
-    _WORKER["options"] = dict(options)
-    _WORKER["cache"] = {}
 
 
 def _prepared(dataset: str) -> Any:
@@ -292,18 +315,21 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     from ..evaluation.evaluate import evaluate_model, predict_steps
     from ..training.config import TrainConfig
     from ..training.trainer import train
+    from ..utils import torch_threads
 
     spec = RunSpec.from_dict(spec_dict)
     opts = _WORKER["options"]
+    threads = int(opts.get("threads_per_worker", 1))
     t0 = time.perf_counter()
-    data = _prepared(spec.dataset)
-    cfg = TrainConfig(**spec.train_config(int(opts.get("threads_per_worker", 1))))
-    model_cfg = spec.model_config()
-    result = train(data, model_cfg, cfg, out=None, progress=False, log=lambda _msg: None, evaluate_test=False)
-    test_set = data.splits["test"]
-    probs = predict_steps(result.model, test_set, cfg.eval_batch_size)
-    exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
-    test = evaluate_model(result.model, test_set, data.labels, exclude, cfg.eval_batch_size, probs=probs)
+    with torch_threads(threads):
+        data = _prepared(spec.dataset)
+        cfg = TrainConfig(**spec.train_config(threads))
+        model_cfg = spec.model_config()
+        result = train(data, model_cfg, cfg, out=None, progress=False, log=lambda _msg: None, evaluate_test=False)
+        test_set = data.splits["test"]
+        probs = predict_steps(result.model, test_set, cfg.eval_batch_size)
+        exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
+        test = evaluate_model(result.model, test_set, data.labels, exclude, cfg.eval_batch_size, probs=probs)
     n_steps = probs[0].shape[0] if probs else 0
     step_strings = [encode_dialogues([p[s].argmax(-1) for p in probs]) for s in range(n_steps)]
     return {
@@ -360,6 +386,10 @@ def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     return None
 
 
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def reproduce(
     out_dir: str | os.PathLike[str],
     datasets: str | Sequence[str] = "all",
@@ -381,6 +411,10 @@ def reproduce(
     debugging).  ``max_runs``: stop after this many new runs (to test resuming, or to work in
     slices).  ``plan`` replaces the default plan (tests).  Returns a summary with the keys
     run now, skipped (already done) and failed.
+
+    Workers are *spawned* (no fork of a process that may hold torch threads), so a script
+    calling this with ``workers > 0`` needs the usual ``if __name__ == "__main__":`` guard.
+    Ctrl-C or SIGTERM stops the workers at once; finished runs stay in ``runs.jsonl``.
     """
     from tqdm.auto import tqdm
 
@@ -443,15 +477,19 @@ def reproduce(
     skipped = len(plan) - len(pending)
     if max_runs is not None:
         pending = pending[:max_runs]
+    how = (f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "in this process")
     log(f"reproduce: {len(plan)} runs planned, {skipped} already in {path}, {len(pending)} to run now "
-        f"({workers or 'in-process'} worker{'s' if workers != 1 else ''} x {threads_per_worker} thread"
-        f"{'s' if threads_per_worker != 1 else ''})")
+        f"({how}, {threads_per_worker} torch thread{'s' if threads_per_worker != 1 else ''} each)")
 
-    options = {"threads_per_worker": threads_per_worker, "quick": quick,
+    options = {"threads_per_worker": threads_per_worker, "quick": quick, "parent_pid": os.getpid(),
                "data_root": str(data_root) if data_root is not None else None,
                "embeddings": str(embeddings) if embeddings is not None else None}
     finished: list[str] = []
     failed: list[tuple[str, str]] = []
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        # `kill PID` stops a reproduction like Ctrl-C does: finished runs stay in runs.jsonl
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     bar = tqdm(total=len(pending), unit="run", desc="reproduce", file=sys.stderr, smoothing=0.1,
                disable=(not sys.stderr.isatty()) if progress is None else not progress)
 
@@ -474,7 +512,7 @@ def reproduce(
 
     try:
         if workers == 0:
-            _init_worker(options)
+            _init_worker(options, in_process=True)
             for spec in pending:
                 try:
                     rec = run_one(spec.to_dict())
@@ -499,10 +537,15 @@ def reproduce(
                         else:
                             record_done(spec, rec)
                 except BaseException:
+                    # interrupted: stop the workers now rather than wait for their runs
+                    for proc in list(getattr(pool, "_processes", {}).values()):
+                        proc.terminate()
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
     finally:
         bar.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     wall = time.perf_counter() - t_start
     append_record(path, {"kind": "session_end", "session": session, "wall_seconds": round(wall, 3),
                          "runs_done": len(finished), "runs_failed": len(failed)})
