@@ -154,3 +154,9 @@ def test_sha256_file(tmp_path: Path) -> None:
 def test_peak_rss_mb_is_plausible() -> None:
     # This process has imported torch, so it holds tens of MiB at least and far under 1 TiB.
     assert 10 < peak_rss_mb() < 1_000_000
+
+
+def test_atomic_write_creates_missing_parent_folders(tmp_path):
+    target = tmp_path / "a" / "b" / "result.json"
+    atomic_write_json(target, {"x": 1})
+    assert json.loads(target.read_text()) == {"x": 1}

@@ -92,8 +92,10 @@ def _tmp_in_same_dir(path: Path) -> tuple[int, Path]:
     The same directory guarantees the same filesystem, which is what makes ``os.replace``
     atomic.  The name keeps ``path``'s suffix at the end because some writers insist on one
     (``numpy.save`` appends ``.npy`` to names that lack it) and is hidden (leading dot) so
-    globbing for results does not pick up a stray temporary.
+    globbing for results does not pick up a stray temporary.  Missing parent folders are
+    created: losing an hour of results to a missing ``results/`` folder is not a feature.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
     )
