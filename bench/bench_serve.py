@@ -23,19 +23,10 @@ import threading
 import time
 from pathlib import Path
 
+from iein.data.examples import TABLE5_EXAMPLE
+
 HOST = "127.0.0.1"  # loopback only, by design
-EXAMPLE = [
-    ("Chandler", "What are you doing tonight?"),
-    ("Joey", "Huh? Uh."),
-    ("Chandler", "Dude. Dude."),
-    ("Joey", "Oh, Sorry. Uh, I’ve got those plans with Phoebe, why?"),
-    ("Chandler", "Oh really? Uh, Monica said she had a date at 9:00."),
-    ("Joey", "What? Tonight?"),
-    ("Chandler", "That’s what Monica said."),
-    ("Joey", "After she gave me that big speech?"),
-    ("Joey", "She goes and makes a date on the same night she has plans with me?"),
-    ("Joey", "I think she’s trying to pull a fast one on Big Daddy."),
-]
+EXAMPLE = list(TABLE5_EXAMPLE)
 BODY = json.dumps({"utterances": [{"speaker": s, "text": t} for s, t in EXAMPLE]}).encode()
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 

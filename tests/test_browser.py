@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from iein.data.examples import TABLE5_EXAMPLE
 import torch
 
 CHROMIUM = Path(os.environ.get("IEIN_CHROMIUM", "/usr/bin/chromium"))
@@ -35,18 +37,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 VIEWPORTS = [(1280, 800), (390, 844)]
 #: The paper's Table 5 example, as preloaded in the page.
-EXAMPLE = [
-    ("Chandler", "What are you doing tonight?"),
-    ("Joey", "Huh? Uh."),
-    ("Chandler", "Dude. Dude."),
-    ("Joey", "Oh, Sorry. Uh, I’ve got those plans with Phoebe, why?"),
-    ("Chandler", "Oh really? Uh, Monica said she had a date at 9:00."),
-    ("Joey", "What? Tonight?"),
-    ("Chandler", "That’s what Monica said."),
-    ("Joey", "After she gave me that big speech?"),
-    ("Joey", "She goes and makes a date on the same night she has plans with me?"),
-    ("Joey", "I think she’s trying to pull a fast one on Big Daddy."),
-]
+EXAMPLE = list(TABLE5_EXAMPLE)
 _READ_TABLE = """() => [...document.querySelectorAll('#results tbody tr')].map(tr => ({
     speaker: tr.querySelector('td.speaker').textContent,
     text: tr.querySelector('td.text').textContent,
@@ -57,24 +48,9 @@ _READ_TABLE = """() => [...document.querySelectorAll('#results tbody tr')].map(t
 }))"""
 
 
-def _train_tiny_model(shared_data: Path, out: Path) -> Path:
-    from iein.data.conversation import Corpus
-    from iein.data.registry import load_corpus
-    from iein.training.config import TrainConfig
-    from iein.training.trainer import prepare, train
-
-    corpus = load_corpus("meld", shared_data / "meld")
-    small = Corpus(corpus.name, corpus.labels,
-                   {"train": corpus["train"][:30], "dev": corpus["dev"][:8], "test": corpus["test"][:4]})
-    data = prepare(small, log=lambda _: None)
-    train(data, dict(utterance_hidden=8, emotion_dim=4, iterations=2), TrainConfig(max_epochs=1, threads=1),
-          out=out, log=lambda _: None)
-    return out
-
-
 @pytest.fixture(scope="module")
-def recognizer(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Recognizer:
-    return Recognizer.load(_train_tiny_model(shared_data, tmp_path_factory.mktemp("browser") / "m.safetensors"))
+def recognizer(tiny_meld_checkpoint: Path) -> Recognizer:
+    return Recognizer.load(tiny_meld_checkpoint)
 
 
 @pytest.fixture(scope="module")

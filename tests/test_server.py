@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+from iein.data.examples import TABLE5_EXAMPLE
 import torch
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'iein[serve]'")
@@ -33,44 +35,16 @@ torch.set_num_threads(1)
 
 LIMITS = Limits(max_body_bytes=8192, max_utterances=12, max_utterance_chars=300, max_speaker_chars=40)
 
-#: The paper's MELD example (Table 5).
-EXAMPLE = [
-    ("Chandler", "What are you doing tonight?"),
-    ("Joey", "Huh? Uh."),
-    ("Chandler", "Dude. Dude."),
-    ("Joey", "Oh, Sorry. Uh, I’ve got those plans with Phoebe, why?"),
-    ("Chandler", "Oh really? Uh, Monica said she had a date at 9:00."),
-    ("Joey", "What? Tonight?"),
-    ("Chandler", "That’s what Monica said."),
-    ("Joey", "After she gave me that big speech?"),
-    ("Joey", "She goes and makes a date on the same night she has plans with me?"),
-    ("Joey", "I think she’s trying to pull a fast one on Big Daddy."),
-]
+EXAMPLE = list(TABLE5_EXAMPLE)
 
 
 def _conv(pairs=EXAMPLE) -> dict:
     return {"utterances": [{"speaker": s, "text": t} for s, t in pairs]}
 
 
-def train_tiny_model(shared_data: Path, out: Path) -> Path:
-    """A tiny real IEIN checkpoint (T = 2): 30 MELD training dialogues, one epoch."""
-    from iein.data.conversation import Corpus
-    from iein.data.registry import load_corpus
-    from iein.training.config import TrainConfig
-    from iein.training.trainer import prepare, train
-
-    corpus = load_corpus("meld", shared_data / "meld")
-    small = Corpus(corpus.name, corpus.labels,
-                   {"train": corpus["train"][:30], "dev": corpus["dev"][:8], "test": corpus["test"][:4]})
-    data = prepare(small, log=lambda _: None)
-    train(data, dict(utterance_hidden=8, emotion_dim=4, iterations=2), TrainConfig(max_epochs=1, threads=1),
-          out=out, log=lambda _: None)
-    return out
-
-
 @pytest.fixture(scope="module")
-def model_path(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_model(shared_data, tmp_path_factory.mktemp("server") / "m.safetensors")
+def model_path(tiny_meld_checkpoint: Path) -> Path:
+    return tiny_meld_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..data.examples import TABLE5_EXAMPLE
 from ..errors import ConfigError, IeinError
 
 __all__ = ["Limits", "create_app", "serve", "BodyLimitMiddleware", "InferenceBatcher", "LOOPBACK_HOSTS"]
@@ -227,8 +228,7 @@ def _request_models(limits: Limits) -> type[BaseModel]:
         """One conversation in the generic layout: ``{"id"?, "utterances": [...]}``."""
 
         model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"utterances": [
-            {"speaker": "Chandler", "text": "What are you doing tonight?"},
-            {"speaker": "Joey", "text": "Huh? Uh."},
+            {"speaker": speaker, "text": text} for speaker, text in TABLE5_EXAMPLE[:2]
         ]}]})
         id: Optional[StrictStr] = Field(None, max_length=200)
         utterances: list[Utterance] = Field(min_length=1, max_length=limits.max_utterances)
