@@ -246,3 +246,18 @@ def test_feedback_dropout_only_acts_in_training():
     assert torch.equal(s1[0], s2[0])  # P^0 does not depend on feedback dropout
     with pytest.raises(ConfigError):
         tiny_cfg(feedback_dropout=1.0)
+
+
+def test_bigru_inference_path_follows_loaded_weights_and_leaves_rng_alone():
+    torch.manual_seed(0)
+    a, b = BiGRU(3, 4), BiGRU(3, 4)
+    x, lengths = torch.randn(5, 6, 3), torch.tensor([6, 1, 3, 2, 5])
+    with torch.no_grad():
+        a(x, lengths)  # builds a's shared bidirectional view
+        state = torch.get_rng_state()
+        b(x, lengths)
+        assert torch.equal(state, torch.get_rng_state())  # building the view drew no random numbers
+        a.load_state_dict(b.state_dict())
+        assert torch.allclose(a(x, lengths), b(x, lengths), atol=1e-6)
+    assert set(a.state_dict()) == {f"{d}.{n}" for d in ("fwd", "bwd")
+                                   for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}

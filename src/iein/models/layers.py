@@ -75,24 +75,26 @@ class BiGRU(nn.Module):
         inverse[order] = torch.arange(batch, device=order.device)
         return torch.cat(pieces, dim=0)[inverse]
 
-
     def _forward_packed(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """Inference path: packed sequences skip padding entirely, which is faster when
-        no backward pass is needed (same function, equal up to float rounding)."""
-        width = x.size(1)
-        pos = torch.arange(width, device=x.device)[None, :]
-        real = pos < lengths[:, None]
-        rev = torch.where(real, lengths[:, None] - 1 - pos, pos)[..., None]
-        lens = lengths.cpu()
+        """Inference path: one packed bidirectional ``nn.GRU`` call sharing ``fwd``/``bwd``'s
+        weights; packing skips padding entirely, which is faster when no backward pass is
+        needed (same function, equal up to float rounding)."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self._bidirectional()(packed)[0], batch_first=True, total_length=x.size(1))[0]
 
-        def run(gru: nn.GRU, inp: Tensor) -> Tensor:
-            packed = pack_padded_sequence(inp, lens, batch_first=True, enforce_sorted=False)
-            return pad_packed_sequence(gru(packed)[0], batch_first=True, total_length=width)[0]
-
-        out_f = run(self.fwd, x)
-        out_b = run(self.bwd, x.gather(1, rev.expand(-1, -1, x.size(-1))))
-        out_b = out_b.gather(1, rev.expand(-1, -1, self.hidden_size))
-        return torch.cat([out_f, out_b], dim=-1) * real[..., None]
+    def _bidirectional(self) -> nn.GRU:
+        """A bidirectional ``nn.GRU`` whose parameters *are* ``fwd``'s and ``bwd``'s (shared,
+        not copied, so loading weights updates it too).  Built once, on the meta device so
+        that its own initialisation neither computes nor draws from the global RNG, and kept
+        outside ``_modules`` so it adds nothing to the state dict."""
+        bi = self.__dict__.get("_bi")
+        if bi is None:
+            bi = nn.GRU(self.fwd.input_size, self.hidden_size, batch_first=True, bidirectional=True, device="meta")
+            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+                setattr(bi, name, getattr(self.fwd, name))
+                setattr(bi, name + "_reverse", getattr(self.bwd, name))
+            self.__dict__["_bi"] = bi
+        return bi
 
 
 def gru_cell(x: Tensor, h: Tensor, gru: nn.GRU) -> Tensor:
