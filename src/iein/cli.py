@@ -96,7 +96,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .training.batching import encode_conversations
     from .utils import atomic_write_json
 
-    loaded = load_checkpoint(args.model)
+    from .recognizer import resolve_model
+
+    loaded = load_checkpoint(resolve_model(args.model))
     corpus = _load_corpus(args, default_labels=None if args.train else loaded.labels)
     if args.split not in corpus.splits or not corpus.splits[args.split]:
         raise ConfigError(f"split {args.split!r} not available (have: {', '.join(corpus.splits)})")
@@ -109,7 +111,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["dataset"] = corpus.name
     result["split"] = args.split
     print(format_report(result, loaded.labels))
-    out = Path(args.json or Path(args.model).with_suffix(f".eval-{corpus.name}-{args.split}.json"))
+    default_out = Path(args.model).with_suffix(f".eval-{corpus.name}-{args.split}.json")
+    if not Path(args.model).is_file():  # a shipped model: never write into the installed package
+        default_out = Path(f"{args.model}.eval-{corpus.name}-{args.split}.json")
+    out = Path(args.json or default_out)
     atomic_write_json(out, result)
     print(f"wrote {out}")
     return 0
@@ -268,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
-    p.add_argument("--model", required=True, help="checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors) or shipped model name (meld)")
     _add_data_args(p)
     p.add_argument("--split", default="test")
     p.add_argument("--json", help="where to write the scores (default: beside the checkpoint)")
