@@ -134,3 +134,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope.safetensors" in err and "\n" not in err
     assert main(["train", "--dataset", "meld", "--set", "bogus=1", "--data-dir", str(tmp_path)]) == 2
+
+
+def test_dailydialog_selects_on_micro_f1_without_no_emotion(shared_data: Path):
+    from iein.data.registry import load_corpus
+
+    full = load_corpus("dailydialog", shared_data / "dailydialog")
+    small = Corpus(full.name, full.labels, {"train": full["train"][:40], "dev": full["dev"][:10], "test": full["test"][:10]})
+    data = prepare(small, log=lambda _: None)
+    cfg = TrainConfig(max_epochs=1, threads=1, exclude_label="no emotion")
+    result = train(data, SMALL_MODEL, cfg, log=lambda _: None)
+    assert result.history[0]["dev_score"] == result.dev["final"]["micro_f1_excl"]
+    assert result.test["final"]["excluded"] == ["no emotion"]
