@@ -134,26 +134,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old content or the new, never a mix.
-
-    Temporary file in the same directory, flush + fsync, then ``os.replace``; on any
-    failure (including KeyboardInterrupt) the temporary file is removed and ``path`` is
-    left as it was.
-    """
-    path = Path(path)
-    fd, tmp = _tmp_in_same_dir(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _final_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    """Write ``data`` to ``path`` so readers see the old content or the new, never a mix
+    (temporary file in the same directory, fsync, ``os.replace``; see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
