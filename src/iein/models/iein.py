@@ -235,7 +235,7 @@ def iein_loss(
 
     Eq. 12 only involves the gold class y_j.  We treat p^i (the *earlier* step) as a
     constant in the margin term: its gradient would otherwise push the gold probability of
-    the earlier step *down* to close the gap, and with lambda = 50 (IEMOCAP) that collapsed
+    the earlier step *down* to close the gap; with lambda = 50 (IEMOCAP) an earlier trial saw that collapse
     training to flat outputs.  The margin therefore only pulls the later step up, which is
     what "punish right-to-wrong modification" asks for.  ``class_weight`` re-weights the
     cross-entropy (an option, off in the paper's presets).
