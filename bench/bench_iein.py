@@ -18,13 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from iein import __version__
 from iein.data.registry import load_corpus
 from iein.evaluation.evaluate import predict_steps
-from iein.evaluation.metrics import format_mean_std, mean_std
+from iein.evaluation.metrics import format_mean_std
 from iein.training.config import TrainConfig, get_preset
 from iein.training.trainer import prepare, train
 from iein.utils import atomic_write_json, peak_rss_mb

@@ -13,7 +13,7 @@ from iein.cli import main
 from iein.data.conversation import Corpus
 from iein.errors import CheckpointError
 from iein.evaluation.evaluate import predict_steps
-from iein.training.batching import encode_conversations, iter_batches
+from iein.training.batching import iter_batches
 from iein.training.config import TrainConfig
 from iein.training.trainer import class_weights, prepare, train
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from ..errors import DataError
+from ..utils import sha256_file
 from . import dailydialog, iemocap, meld
 
 ENV_BASE_URL = "IEIN_DOWNLOAD_BASE_URL"
@@ -55,14 +56,6 @@ def mirror_url(url: str, base_url: str | None) -> str:
     if not base_url:
         return url
     return base_url.rstrip("/") + urllib.parse.urlsplit(url).path
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..checkpoint import save_checkpoint
 from ..data.conversation import Conversation, Corpus
-from ..evaluation.evaluate import evaluate_model, predict_steps
+from ..evaluation.evaluate import evaluate_model
 from ..models.iein import IEIN, IEINConfig, iein_loss
 from ..text.embeddings import build_embedding_matrix, coverage, format_coverage, load_vectors
 from ..text.tokenizer import tokenize
@@ -215,4 +215,4 @@ def _checkpoint_meta(data: PreparedData, mcfg: IEINConfig, cfg: TrainConfig) -> 
     }
 
 
-__all__ = ["PreparedData", "TrainResult", "prepare", "train", "predict_steps", "class_weights", "fingerprint"]
+__all__ = ["PreparedData", "TrainResult", "prepare", "train", "class_weights", "fingerprint"]
