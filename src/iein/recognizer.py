@@ -46,8 +46,8 @@ from .checkpoint import LoadedModel, load_checkpoint
 from .data.conversation import Conversation
 from .data.generic import MAX_UTTERANCES, conversation_from_obj
 from .errors import CheckpointError, DataError, IeinError
+from .evaluation.evaluate import infer_probs
 from .models.iein import IEIN
-from .models.layers import scatter_utterances
 from .training.batching import MAX_WORDS, EncodedConversation, encode_conversation
 
 __all__ = [
@@ -69,8 +69,6 @@ __all__ = [
 MAX_UTTERANCE_CHARS = 1_000_000
 #: Cap on the total utterances of one inference batch (a longer conversation is its own batch).
 MAX_BATCH_UTTERANCES = 2048
-#: Cap on word slots (utterances x longest utterance) of one utterance-encoder chunk.
-_CHUNK_TOKENS = 32_768
 _PACKAGE = "iein.pretrained"
 #: Shipped models copied out of a zipped install; removed when the process exits.
 _EXTRACTED = contextlib.ExitStack()
@@ -307,41 +305,12 @@ class Recognizer:
 
     @torch.inference_mode()
     def _infer(self, items: Sequence[EncodedConversation], convs: Sequence[Conversation]) -> list[ConversationPrediction]:
-        model = self._model
-        model.eval()
-        utts = [t for item in items for t in item.token_ids]
-        n_utts = torch.tensor([len(item) for item in items], dtype=torch.long)
-        flat = _encode_utterances(model, utts)
-        u = scatter_utterances(flat, n_utts)  # dropout is the identity in eval mode
-        steps = model.iterate(u, n_utts)
-        probs = torch.stack([torch.softmax(s, dim=-1) for s in steps], dim=1).numpy()  # (B, S, N, L)
+        self._model.eval()
+        probs = infer_probs(self._model, items)  # (B, S, N, L)
         return [
             ConversationPrediction(conv, probs[row, :, : len(conv)], self._labels)
             for row, conv in enumerate(convs)
         ]
-
-
-def _encode_utterances(model: IEIN, utts: Sequence[np.ndarray]) -> torch.Tensor:
-    """u_i for every utterance, ``(n, du)``: the utterance encoder run over length-sorted
-    chunks of at most ``_CHUNK_TOKENS`` word slots, so one long utterance does not pad
-    thousands of short ones and memory stays bounded whatever the batch."""
-    lengths = np.fromiter((len(t) for t in utts), dtype=np.int64, count=len(utts))
-    order = np.argsort(lengths, kind="stable")
-    out = torch.empty(len(utts), model.config.utterance_dim)
-    start = 0
-    while start < len(order):
-        end = start + 1
-        # sorted ascending: the chunk's width is the length of its last utterance
-        while end < len(order) and (end + 1 - start) * lengths[order[end]] <= _CHUNK_TOKENS:
-            end += 1
-        idx = order[start:end]
-        lens = lengths[idx]
-        width = int(lens[-1])
-        tokens = np.zeros((len(idx), width), dtype=np.int64)
-        tokens[np.arange(width)[None, :] < lens[:, None]] = np.concatenate([utts[i] for i in idx])
-        out[torch.from_numpy(idx)] = model.utterance_encoder(torch.from_numpy(tokens), torch.from_numpy(lens))
-        start = end
-    return out
 
 
 # --- output formats (used by ``iein predict``) ---------------------------------------------

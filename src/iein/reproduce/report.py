@@ -422,6 +422,15 @@ def figure3_data(R: Runs) -> dict[str, list[tuple[int, list[float]]]]:
     return out
 
 
+def seed_count_label(counts: Sequence[int]) -> str:
+    """``"5 seeds"`` when every point has the same number of seeds, ``"1–5 seeds per point"``
+    when a partial reproduction left some points with fewer (the legend must not claim more)."""
+    lo, hi = min(counts), max(counts)
+    if lo == hi:
+        return f"{hi} seed" + ("s" if hi != 1 else "")
+    return f"{lo}–{hi} seeds per point"
+
+
 def plot_figure3(R: Runs, path: Path) -> None:
     import matplotlib
 
@@ -436,7 +445,7 @@ def plot_figure3(R: Runs, path: Path) -> None:
             x = np.array([t for t, _ in pts])
             m = np.array([mean_std(v)[0] for _, v in pts])
             s = np.array([mean_std(v)[1] for _, v in pts])
-            ax.plot(x, m, "o-", color="C0", label=f"ours (mean ± std, {max(len(v) for _, v in pts)} seeds)")
+            ax.plot(x, m, "o-", color="C0", label=f"ours (mean ± std, {seed_count_label([len(v) for _, v in pts])})")
             ax.fill_between(x, m - s, m + s, color="C0", alpha=0.2)
         paper = PAPER_TABLE3.get(d, {})
         pt = [t for t in TABLE3_ITERATIONS if t in paper]
@@ -680,6 +689,107 @@ def section_runs(R: Runs) -> str:
                                      "min/run"], rows) + "\n"
 
 
+def stop_epoch(history: Sequence[dict[str, Any]], patience: int, min_epochs: int) -> tuple[int, int]:
+    """Replay the trainer's early stopping on a stored dev history with another ``patience``:
+    ``(selected epoch, last epoch run)``.  Same rule as ``training.trainer.train`` (strict
+    improvement; stop once ``epoch - best >= patience`` and ``epoch >= max(min_epochs, 1)``)."""
+    best_score, best_epoch, last = -1.0, 0, 0
+    for row in history:
+        epoch, last = int(row["epoch"]), int(row["epoch"])
+        if float(row["dev_score"]) > best_score:
+            best_score, best_epoch = float(row["dev_score"]), epoch
+        if epoch >= max(min_epochs, 1) and epoch - best_epoch >= patience:
+            break
+    return best_epoch, last
+
+
+def time_profile(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Where the wall time of some runs went, in seconds: training epochs up to the selected
+    one, training epochs after it (early stopping's patience), and the rest (per-epoch dev
+    evaluation, the final test prediction and the worker's one-off data preparation)."""
+    out = {"total": 0.0, "until_best": 0.0, "after_best": 0.0, "other": 0.0}
+    for r in runs:
+        if "wall_seconds" not in r:
+            continue
+        secs = [float(h.get("seconds", 0.0)) for h in r["history"]]
+        best = int(r["best_epoch"])
+        out["total"] += float(r["wall_seconds"])
+        out["until_best"] += sum(secs[:best])
+        out["after_best"] += sum(secs[best:])
+        out["other"] += float(r["wall_seconds"]) - sum(secs)
+    return out
+
+
+def patience_what_if(runs: Sequence[dict[str, Any]], patience: int) -> dict[str, float]:
+    """What a smaller ``patience`` would have changed, from the stored dev histories alone:
+    how many runs keep the same selected epoch (hence the very same model and test scores),
+    the mean dev-score loss of the others, and the share of wall time saved (cut epochs'
+    training seconds plus their share of the evaluation overhead)."""
+    same, dev_loss, saved, total = 0, [], 0.0, 0.0
+    for r in runs:
+        if "wall_seconds" not in r:
+            continue
+        hist = r["history"]
+        cfg = r["train_config"]
+        sel, last = stop_epoch(hist, patience, int(cfg.get("min_epochs", 0)))
+        full_sel = int(r["best_epoch"])
+        if sel == full_sel:
+            same += 1
+        else:
+            dev_loss.append(float(hist[full_sel - 1]["dev_score"]) - float(hist[sel - 1]["dev_score"]))
+        secs = [float(h.get("seconds", 0.0)) for h in hist]
+        per_epoch_other = (float(r["wall_seconds"]) - sum(secs)) / max(len(hist), 1)
+        saved += sum(secs[last:]) + per_epoch_other * (len(hist) - last)
+        total += float(r["wall_seconds"])
+    n = sum(1 for r in runs if "wall_seconds" in r)
+    return {"runs": n, "same": same, "dev_loss": mean_of(dev_loss) or 0.0,
+            "saved_pct": 100.0 * saved / total if total else 0.0}
+
+
+def section_time(R: Runs) -> str:
+    """The profile of the reproduction at the run level: compute per dataset and where it
+    goes, and what early stopping's patience costs (replayed on the stored dev histories)."""
+    rows, what_if = [], []
+    total_all = sum(float(r.get("wall_seconds", 0.0)) for r in R.runs) or 1.0
+    for d in R.datasets:
+        runs = [r for r in R.runs if r["dataset"] == d]
+        if not runs:
+            continue
+        prof = time_profile(runs)
+        tot = prof["total"] or 1.0
+        by_t = defaultdict(list)
+        for r in runs:
+            if r["variant"] == "iein" and "seconds_per_epoch" in r:
+                by_t[int(r["iterations"])].append(float(r["seconds_per_epoch"]))
+        t_lo, t_hi = (min(by_t), max(by_t)) if by_t else (None, None)
+        slope = (f"{mean_of(by_t[t_hi]) / mean_of(by_t[t_lo]):.2f}× (T={t_lo} → T={t_hi})"
+                 if t_lo is not None and t_hi != t_lo else "—")
+        rows.append([DATASET_TITLE.get(d, d), str(len(runs)), f"{prof['total'] / 3600:.2f}",
+                     f"{100 * prof['total'] / total_all:.0f}%", f"{100 * prof['until_best'] / tot:.0f}%",
+                     f"{100 * prof['after_best'] / tot:.0f}%", f"{100 * prof['other'] / tot:.0f}%", slope])
+        patience = int(runs[0]["train_config"].get("patience", 0))
+        for p in sorted({max(1, round(patience * f)) for f in (1 / 3, 1 / 2, 2 / 3)} - {patience}):
+            w = patience_what_if(runs, p)
+            what_if.append([DATASET_TITLE.get(d, d), f"{p} (now {patience})", f"{w['same']}/{w['runs']}",
+                            f"{w['dev_loss']:.2f}", f"{w['saved_pct']:.0f}%"])
+    if not rows:
+        return ""
+    text = ["## Where the time goes", "",
+            "Computed from the runs' own timings (wall seconds of each run, training seconds of each epoch). "
+            "'After best' is early stopping's patience: epochs trained after the one finally selected on dev. "
+            "'Other' is per-epoch dev evaluation, the final test prediction and each worker's one-off data "
+            "preparation.", "",
+            md_table(["dataset", "runs", "compute h", "of all", "epochs ≤ best", "after best", "other",
+                      "s/epoch growth with T"], rows), ""]
+    if what_if:
+        text += ["A smaller patience, replayed on the stored dev histories (same stopping rule, no retraining). "
+                 "'Same model' counts runs whose selected epoch would not change — their test scores would be "
+                 "identical; 'dev loss' is the mean dev w-F1 given up by the others. A smaller patience would "
+                 "change the experiment, so it is not applied to this reproduction.", "",
+                 md_table(["dataset", "patience", "same model", "dev loss", "time saved"], what_if), ""]
+    return "\n".join(text)
+
+
 def render_report(out_dir: str | os.PathLike[str]) -> Path:
     """Write ``report.md``, ``figure3.png`` and ``confusion_<dataset>.png`` into ``out_dir``."""
     out = Path(out_dir)
@@ -689,7 +799,7 @@ def render_report(out_dir: str | os.PathLike[str]) -> Path:
     sections = [section_header(R)]
     sections += [section_main(R, d) for d in R.datasets]
     sections += [section_table3(R), section_table4(R), section_table5(R), section_figure3(R),
-                 section_confusion(R, made), section_differences(R), section_runs(R)]
+                 section_confusion(R, made), section_differences(R), section_runs(R), section_time(R)]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(sections))
     return path
@@ -697,5 +807,6 @@ def render_report(out_dir: str | os.PathLike[str]) -> Path:
 
 __all__ = [
     "PAPER_BEST_T", "PAPER_TABLE1_IEMOCAP", "PAPER_TABLE2_MELD", "PAPER_TABLE3", "PAPER_TABLE4", "Runs",
-    "correction_summary", "differences", "load_runs", "render_report", "run_corrections",
+    "correction_summary", "differences", "load_runs", "patience_what_if", "render_report", "run_corrections",
+    "stop_epoch", "time_profile",
 ]

@@ -163,7 +163,7 @@ def _load_kumo(restrict_to: Collection[str] | None) -> WordVectors:
         "name": DEFAULT_VECTORS,
         "dim": int(matrix.shape[1]),
         "source": f"{_KUMO_PACKAGE}=={version}",
-        "path": str(npy),
+        "file": npy.name,  # the name only: a checkpoint must not carry the trainer's local paths
         "file_size": npy.stat().st_size,
         "n_vectors": len(words),
         "n_vectors_in_file": int(matrix.shape[0]),
@@ -310,8 +310,7 @@ def _load_text(path: Path, restrict_to: Collection[str] | None) -> WordVectors:
     provenance = {
         "name": path.name,
         "dim": dim,
-        "source": str(path),
-        "path": str(path),
+        "source": path.name,  # the name only: a checkpoint must not carry the trainer's local paths
         "file_size": path.stat().st_size,
         "n_vectors": len(words),
         "n_vectors_in_file": n_lines,

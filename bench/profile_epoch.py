@@ -1,0 +1,133 @@
+"""Where one training epoch's time goes (a profile, not a test).
+
+    python bench/profile_epoch.py --dataset meld --batches 40 --threads 1 --data-root ../shared/data
+
+Trains ``--batches`` mini-batches of the dataset's preset model (same batching, loss and
+optimiser as ``iein train``) and splits the wall time into: utterance-encoder forward,
+the rest of the forward (initial classifier + T EC-Encoder passes), loss, backward,
+optimiser step, and one dev evaluation, scaled to a whole epoch.  Backward is split between
+the two encoders by timing, on the same batches, forward+backward of the utterance encoder
+alone.  ``torch.profiler``'s top operators by self CPU time are printed as well.
+
+Writes ``<out>/profile_<dataset>.json`` and prints a Markdown table for docs/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iein.data.registry import load_corpus
+from iein.evaluation.evaluate import evaluate_model
+from iein.models.iein import IEIN, IEINConfig, iein_loss
+from iein.training.batching import iter_batches
+from iein.training.config import get_preset
+from iein.training.trainer import prepare
+from iein.utils import atomic_write_json, set_seed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="meld")
+    ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--iterations", type=int, default=None, help="T (default: the preset's)")
+    ap.add_argument("--out", default="bench/results")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    preset = get_preset(args.dataset)
+    data = prepare(load_corpus(args.dataset, Path(args.data_root) / args.dataset), None, log=lambda _m: None)
+    over = dict(preset.model, n_labels=len(data.labels), vocab_size=len(data.vocab),
+                embedding_dim=data.embeddings.shape[1])
+    if args.iterations is not None:
+        over["iterations"] = args.iterations
+    cfg = IEINConfig.from_dict(over)
+    batch_size, lam = preset.train["batch_size"], preset.train["lam"]
+    set_seed(0)
+    model = IEIN(cfg, torch.from_numpy(data.embeddings))
+    optim = torch.optim.Adam(model.parameters(), lr=preset.train["lr"])
+    train_set = data.splits["train"]
+    n_epoch_batches = -(-len(train_set) // batch_size)
+    batches = list(iter_batches(train_set, batch_size, shuffle=True, rng=np.random.default_rng(0)))[: args.batches]
+
+    # forward of the utterance encoder, timed by hooks
+    marks: dict[str, float] = {}
+    model.utterance_encoder.register_forward_pre_hook(lambda *_: marks.__setitem__("u0", time.perf_counter()))
+    model.utterance_encoder.register_forward_hook(lambda *_: marks.__setitem__("u1", time.perf_counter()))
+
+    def step(batch) -> dict[str, float]:
+        t0 = time.perf_counter()
+        steps = model(batch.tokens, batch.word_lengths, batch.n_utts)
+        t1 = time.perf_counter()
+        loss, _ = iein_loss(steps, batch.labels, lam, None)
+        t2 = time.perf_counter()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optim.step()
+        t4 = time.perf_counter()
+        return {"utterance encoder forward": marks["u1"] - marks["u0"],
+                "EC-Encoder + classifiers forward": (t1 - t0) - (marks["u1"] - marks["u0"]),
+                "loss": t2 - t1, "backward": t3 - t2, "optimiser step": t4 - t3}
+
+    model.train()
+    step(batches[0])  # warm-up
+    parts: dict[str, float] = defaultdict(float)
+    for b in batches:
+        for k, v in step(b).items():
+            parts[k] += v
+
+    # backward split: forward+backward of the utterance encoder alone, same batches
+    t_utt = 0.0
+    for b in batches:
+        t0 = time.perf_counter()
+        u = model.utterance_encoder(b.tokens, b.word_lengths)
+        optim.zero_grad(set_to_none=True)
+        u.sum().backward()
+        t_utt += time.perf_counter() - t0
+    utt_backward = max(0.0, t_utt - parts["utterance encoder forward"])
+
+    model.eval()
+    t0 = time.perf_counter()
+    evaluate_model(model, data.splits["dev"], data.labels, (), 64)
+    dev_eval = time.perf_counter() - t0
+
+    scale = n_epoch_batches / len(batches)
+    epoch = {k: v * scale for k, v in parts.items()}
+    epoch["backward: utterance encoder (est.)"] = min(utt_backward * scale, epoch["backward"])
+    epoch["backward: EC-Encoder + rest (est.)"] = epoch["backward"] - epoch["backward: utterance encoder (est.)"]
+    epoch["dev evaluation"] = dev_eval
+    total = sum(v for k, v in epoch.items() if not k.startswith("backward:"))
+
+    model.train()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for b in batches[:10]:
+            step(b)
+    top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+
+    print(f"{args.dataset}: T={cfg.iterations}, batch {batch_size} dialogues, {args.threads} thread(s), "
+          f"{len(batches)} of {n_epoch_batches} batches timed, scaled to one epoch\n")
+    print("| part | s/epoch | share |\n| --- | ---: | ---: |")
+    for k, v in epoch.items():
+        share = "" if k.startswith("backward:") else f"{100 * v / total:.0f}%"
+        print(f"| {k} | {v:.2f} | {share} |")
+    print(f"| **total** | {total:.2f} | 100% |\n")
+    print(top)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"profile_{args.dataset}.json", {
+        "dataset": args.dataset, "iterations": cfg.iterations, "batch_size": batch_size, "threads": args.threads,
+        "batches_timed": len(batches), "batches_per_epoch": n_epoch_batches, "seconds_per_epoch": epoch,
+        "total_seconds_per_epoch": total, "torch": torch.__version__, "top_ops": top,
+    })
+
+
+if __name__ == "__main__":
+    main()
