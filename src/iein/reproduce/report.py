@@ -720,15 +720,24 @@ def time_profile(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def replayable(run: dict[str, Any]) -> bool:
+    """Whether a run stored everything a patience replay needs: wall time, and a dev score
+    and training seconds for every epoch it ran."""
+    hist = run.get("history") or []
+    return ("wall_seconds" in run and len(hist) == int(run.get("epochs_run", -1))
+            and all("dev_score" in h and "seconds" in h for h in hist))
+
+
 def patience_what_if(runs: Sequence[dict[str, Any]], patience: int) -> dict[str, float]:
     """What a smaller ``patience`` would have changed, from the stored dev histories alone:
     how many runs keep the same selected epoch (hence the very same model and test scores),
     the mean dev-score loss of the others, and the share of wall time saved (cut epochs'
     training seconds plus their share of the evaluation overhead)."""
-    same, dev_loss, saved, total = 0, [], 0.0, 0.0
+    same, dev_loss, saved, total, n = 0, [], 0.0, 0.0, 0
     for r in runs:
-        if "wall_seconds" not in r:
+        if not replayable(r):
             continue
+        n += 1
         hist = r["history"]
         cfg = r["train_config"]
         sel, last = stop_epoch(hist, patience, int(cfg.get("min_epochs", 0)))
@@ -741,7 +750,6 @@ def patience_what_if(runs: Sequence[dict[str, Any]], patience: int) -> dict[str,
         per_epoch_other = (float(r["wall_seconds"]) - sum(secs)) / max(len(hist), 1)
         saved += sum(secs[last:]) + per_epoch_other * (len(hist) - last)
         total += float(r["wall_seconds"])
-    n = sum(1 for r in runs if "wall_seconds" in r)
     return {"runs": n, "same": same, "dev_loss": mean_of(dev_loss) or 0.0,
             "saved_pct": 100.0 * saved / total if total else 0.0}
 
@@ -770,6 +778,8 @@ def section_time(R: Runs) -> str:
         patience = int(runs[0]["train_config"].get("patience", 0))
         for p in sorted({max(1, round(patience * f)) for f in (1 / 3, 1 / 2, 2 / 3)} - {patience}):
             w = patience_what_if(runs, p)
+            if not w["runs"]:
+                continue
             what_if.append([DATASET_TITLE.get(d, d), f"{p} (now {patience})", f"{w['same']}/{w['runs']}",
                             f"{w['dev_loss']:.2f}", f"{w['saved_pct']:.0f}%"])
     if not rows:
