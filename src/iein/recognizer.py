@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .checkpoint import LoadedModel, load_checkpoint
 from .data.conversation import Conversation
@@ -303,7 +302,6 @@ class Recognizer:
         # gold labels are not model inputs (checked above, kept on the Conversation)
         return encode_conversation(conv, self._loaded.vocab, None, MAX_WORDS)
 
-    @torch.inference_mode()
     def _infer(self, items: Sequence[EncodedConversation], convs: Sequence[Conversation]) -> list[ConversationPrediction]:
         self._model.eval()
         probs = infer_probs(self._model, items)  # (B, S, N, L)
