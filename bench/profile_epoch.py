@@ -2,8 +2,8 @@
 
     python bench/profile_epoch.py --dataset meld --batches 40 --threads 1 --data-root ../shared/data
 
-Trains ``--batches`` mini-batches of the dataset's preset model (same batching, loss and
-optimiser as ``iein train``) and splits the wall time into: utterance-encoder forward,
+Trains ``--batches`` mini-batches of the dataset's preset model (same batching, loss,
+optimiser and clipping as ``iein train``; no class weights, so not for the gold_label variant) and splits the wall time into: utterance-encoder forward,
 the rest of the forward (initial classifier + T EC-Encoder passes), loss, backward,
 optimiser step, and one dev evaluation, scaled to a whole epoch.  Backward is split between
 the two encoders by timing, on the same batches, forward+backward of the utterance encoder
@@ -25,8 +25,8 @@ from iein.data.registry import load_corpus
 from iein.evaluation.evaluate import evaluate_model
 from iein.models.iein import IEIN, IEINConfig, iein_loss
 from iein.training.batching import iter_batches
-from iein.training.config import get_preset
-from iein.training.trainer import prepare
+from iein.training.config import TrainConfig, get_preset
+from iein.training.trainer import build_optimizer, prepare
 from iein.utils import atomic_write_json, set_seed
 
 
@@ -48,10 +48,11 @@ def main() -> None:
     if args.iterations is not None:
         over["iterations"] = args.iterations
     cfg = IEINConfig.from_dict(over)
-    batch_size, lam = preset.train["batch_size"], preset.train["lam"]
+    tcfg = TrainConfig(**preset.train)
+    batch_size, lam = tcfg.batch_size, tcfg.lam
     set_seed(0)
     model = IEIN(cfg, torch.from_numpy(data.embeddings))
-    optim = torch.optim.Adam(model.parameters(), lr=preset.train["lr"])
+    optim = build_optimizer(model, tcfg)  # the trainer's parameter groups and weight decay
     train_set = data.splits["train"]
     n_epoch_batches = -(-len(train_set) // batch_size)
     batches = list(iter_batches(train_set, batch_size, shuffle=True, rng=np.random.default_rng(0)))[: args.batches]
@@ -70,7 +71,8 @@ def main() -> None:
         optim.zero_grad(set_to_none=True)
         loss.backward()
         t3 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        if tcfg.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
         optim.step()
         t4 = time.perf_counter()
         return {"utterance encoder forward": marks["u1"] - marks["u0"],
