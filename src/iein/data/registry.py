@@ -198,3 +198,27 @@ def load_corpus(
     raise DataError(
         f"{key}: not a dataset ({', '.join(DATASETS)}) nor an existing file or directory"
     )
+
+
+def carve_dev(corpus: Corpus, fraction: float, seed: int = 0) -> Corpus:
+    """A corpus whose dev split is ``fraction`` of the train *dialogues*, drawn with a
+    seeded generator (whole dialogues, so no conversation is split across train and dev).
+    Used by ``iein train --dev-fraction``; the note says what was done."""
+    import numpy as np
+
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"--dev-fraction must be between 0 and 1, got {fraction}")
+    train = corpus.splits.get("train") or []
+    n_dev = int(round(fraction * len(train)))
+    if n_dev < 1 or n_dev >= len(train):
+        raise DataError(f"--dev-fraction {fraction}: {len(train)} training conversations give "
+                        f"{n_dev} for dev; need at least 1 for each split")
+    order = np.random.default_rng(seed).permutation(len(train))
+    dev_idx = set(int(i) for i in order[:n_dev])
+    splits = dict(corpus.splits)
+    splits["train"] = [c for i, c in enumerate(train) if i not in dev_idx]
+    splits["dev"] = [c for i, c in enumerate(train) if i in dev_idx]
+    notes = {k: list(v) for k, v in corpus.notes.items()}
+    notes.setdefault("dev", []).append(
+        f"dev is {n_dev} of the {len(train)} train conversations (--dev-fraction {fraction}, seed {seed})")
+    return Corpus(corpus.name, corpus.labels, splits, notes)

@@ -1,99 +1,99 @@
-"""Run a model over encoded conversations and score every step.
+"""Run any model over encoded conversations and score every step.
 
 Kept apart from training so that ``iein evaluate``, the trainer's dev check, the benchmarks,
-the Recognizer API and the server share one inference path (:func:`infer_probs`).
+the Recognizer API and the server share one inference path (:func:`infer`).  It depends on
+the model contract only (:class:`~iein.models.base.ConversationModel`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..models.iein import IEIN
-from ..models.layers import scatter_utterances
-from ..training.batching import IGNORE, EncodedConversation
+from ..data.batching import Batch, EncodedConversation, dialogue_tensors
+from ..layers import scatter_utterances
+from ..models.base import ConversationModel
 from .metrics import evaluate_steps
 
 
-#: Word slots (utterances x width) per utterance-encoder call.  Bounds memory whatever the
-#: number or length of the conversations, and length-sorting within it keeps padding low.
-CHUNK_TOKENS = 32_768
+@dataclass
+class StepPredictions:
+    """One conversation's output: ``probs (steps, n, L)`` and label ``ids (steps, n)``.
+    ``ids`` are the model's decoding (argmax, or Viterbi for a CRF), not always ``probs``' argmax."""
+
+    probs: np.ndarray
+    ids: np.ndarray
 
 
-def encode_utterances_chunked(model: IEIN, utts: Sequence[np.ndarray]) -> torch.Tensor:
-    """u_i for every utterance, ``(n, du)``: the utterance encoder run over length-sorted
-    chunks of at most :data:`CHUNK_TOKENS` word slots, so one long utterance does not pad
-    thousands of short ones and memory stays bounded whatever the batch."""
-    lengths = np.fromiter((len(t) for t in utts), dtype=np.int64, count=len(utts))
-    order = np.argsort(lengths, kind="stable")
-    out = torch.empty(len(utts), model.config.utterance_dim)
-    start = 0
-    while start < len(order):
-        end = start + 1
-        # sorted ascending: the chunk's width is the length of its last utterance
-        while end < len(order) and (end + 1 - start) * lengths[order[end]] <= CHUNK_TOKENS:
-            end += 1
-        idx = order[start:end]
-        lens = lengths[idx]
-        width = int(lens[-1])
-        tokens = np.zeros((len(idx), width), dtype=np.int64)
-        tokens[np.arange(width)[None, :] < lens[:, None]] = np.concatenate([utts[i] for i in idx])
-        out[torch.from_numpy(idx)] = model.utterance_encoder(torch.from_numpy(tokens), torch.from_numpy(lens))
-        start = end
-    return out
+def model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 @torch.inference_mode()
-def infer_probs(model: IEIN, items: Sequence[EncodedConversation]) -> np.ndarray:
-    """The one inference path (evaluation, benchmarks, the Recognizer, the server): the
-    probabilities of every step for a group of conversations, ``(B, steps, max_n, L)``,
-    padded past each conversation's length.  The model must be in eval mode.
+def infer(model: ConversationModel, items: Sequence[EncodedConversation]) -> tuple[np.ndarray, np.ndarray]:
+    """The one inference path (evaluation, benchmarks, the Recognizer, the server) for a
+    group of conversations: probabilities ``(B, steps, max_n, L)`` and label ids
+    ``(B, steps, max_n)``, padded past each conversation's length.  The model must be in
+    eval mode.  The utterance encoder runs in bounded chunks (``encode_many``), so one long
+    conversation or utterance does not pad thousands of short ones.
 
-    A ``gold_label`` model (the oracle ablation) reads the conversations' gold labels."""
-    n_utts = torch.tensor([len(item) for item in items], dtype=torch.long)
-    flat = encode_utterances_chunked(model, [t for item in items for t in item.token_ids])
-    u = scatter_utterances(flat, n_utts)  # IEIN.encode_utterances' dropout is the identity in eval
-    gold = None
-    if model.config.variant == "gold_label":
-        gold = torch.full((len(items), int(n_utts.max())), IGNORE, dtype=torch.long)
-        for i, item in enumerate(items):
-            gold[i, : len(item)] = torch.from_numpy(item.label_ids)
-    steps = model.iterate(u, n_utts, gold)
-    return torch.stack([torch.softmax(s, dim=-1) for s in steps], dim=1).numpy()
+    An oracle model (the ``gold_label`` ablation) reads the conversations' gold labels."""
+    device = model_device(model)
+    n_utts, speakers, labels = dialogue_tensors(items)
+    flat = model.utterance_encoder.encode_many([f for item in items for f in item.features])
+    batch = Batch(None, n_utts, speakers, labels, list(range(len(items)))).to(device)
+    u = scatter_utterances(flat, batch.n_utts)  # the model's dropout is the identity in eval
+    steps = model.context(u, batch)
+    probs = model.step_probs(steps, batch).float().cpu().numpy()
+    ids = model.decode(steps, batch).cpu().numpy()
+    return probs, ids
 
 
-def predict_steps(model: IEIN, data: Sequence[EncodedConversation], batch_size: int = 64) -> list[np.ndarray]:
-    """Probabilities of every step for every conversation: ``(steps, n_utts, n_labels)`` each,
-    in the order of ``data``.  Conversations go through :func:`infer_probs` in groups of
-    ``batch_size`` of similar length (little dialogue padding)."""
+def predict_steps(model: ConversationModel, data: Sequence[EncodedConversation],
+                  batch_size: int = 64) -> list[StepPredictions]:
+    """Every step's output for every conversation, in the order of ``data``.  Conversations
+    go through :func:`infer` in groups of ``batch_size`` of similar length (little padding)."""
     was_training = model.training
     model.eval()
-    out: list[np.ndarray | None] = [None] * len(data)
+    out: list[StepPredictions | None] = [None] * len(data)
     order = sorted(range(len(data)), key=lambda i: len(data[i]))
     try:
         for start in range(0, len(order), batch_size):
             group = order[start: start + batch_size]
-            probs = infer_probs(model, [data[i] for i in group])
+            probs, ids = infer(model, [data[i] for i in group])
             for row, conv_idx in enumerate(group):
-                out[conv_idx] = probs[row, :, : len(data[conv_idx])]
+                n = len(data[conv_idx])
+                out[conv_idx] = StepPredictions(probs[row, :, :n], ids[row, :, :n])
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]
 
 
 def evaluate_model(
-    model: IEIN,
+    model: ConversationModel,
     data: Sequence[EncodedConversation],
     labels: Sequence[str],
     exclude: Sequence[str] = (),
     batch_size: int = 64,
-    probs: list[np.ndarray] | None = None,
+    preds: list[StepPredictions] | None = None,
 ) -> dict:
     """Scores (see :func:`iein.evaluation.metrics.evaluate_steps`) over labelled utterances."""
-    if probs is None:
-        probs = predict_steps(model, data, batch_size)
+    if preds is None:
+        preds = predict_steps(model, data, batch_size)
     gold = np.concatenate([c.label_ids for c in data])
-    preds = np.concatenate([p.argmax(-1) for p in probs], axis=1)  # (steps, total_utts)
+    ids = np.concatenate([p.ids for p in preds], axis=1)  # (steps, total_utts)
     keep = gold >= 0
-    return evaluate_steps([s[keep] for s in preds], gold[keep], labels, exclude=exclude)
+    return evaluate_steps([s[keep] for s in ids], gold[keep], labels, exclude=exclude)
+
+
+def selection_metric(scores: dict) -> tuple[str, float]:
+    """The dev number model selection maximises, with its name: weighted F1, or the
+    micro-F1 without the excluded label (DailyDialog's "no emotion") when one is set."""
+    final = scores["final"]
+    if "micro_f1_excl" in final:
+        return "micro-F1 excl.", float(final["micro_f1_excl"])
+    return "w-F1", float(final["weighted_f1"])

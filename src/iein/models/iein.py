@@ -2,7 +2,8 @@
 
 Reading order follows the paper:
 
-* :class:`UtteranceEncoder`   eq. 1-3  words -> BiGRU -> attention -> utterance vector u_i
+* eq. 1-3 (words -> BiGRU -> attention -> u_i) is the ``glove-bigru`` utterance encoder,
+  :mod:`iein.encoders.glove_bigru`; IEIN runs on any encoder of :mod:`iein.encoders`
 * :class:`ECEncoder`          eq. 4-8  emotion embedding of P, context BiGRU, classifier
 * :class:`IEIN`               eq. 9-10 initial prediction P^0, then P^i = EC-Encoder(P^{i-1}, U)
 * :func:`iein_loss`           eq. 11-13 cross-entropy of every step + margin on adjacent steps
@@ -18,33 +19,31 @@ Variants (Table 3 of the paper) are a config switch, not a separate model:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.batching import IGNORE, Batch
+from ..encoders.base import UtteranceEncoder
 from ..errors import ConfigError
-from .layers import AttentionPooling, BiGRU, gru_cell, length_mask, scatter_utterances
+from ..layers import BiGRU, gru_cell
+from .base import ConversationModel, ModelConfig
 
 Variant = Literal["iein", "no_label", "gold_label"]
-IGNORE = -100  # label id of padded utterances and unlabelled utterances
 
 
-@dataclass
-class IEINConfig:
-    """Model hyper-parameters.  Defaults are the paper's MELD settings (section 3.3)."""
+@dataclasses.dataclass
+class IEINConfig(ModelConfig):
+    """Model hyper-parameters.  Defaults are the paper's MELD settings (section 3.3); the
+    utterance encoder's (eq. 1-3: GRU size 100 MELD / 50 IEMOCAP) are the encoder's config."""
 
-    n_labels: int = 7
-    vocab_size: int = 2
-    embedding_dim: int = 50
-    utterance_hidden: int = 100  # GRU size of the utterance encoder (per direction)
+    section: ClassVar[str] = "model iein"
     emotion_dim: int = 32  # size of an emotion embedding x_j (eq. 4)
     iterations: int = 2  # T: number of EC-Encoder feedback steps after P^0
-    dropout: float = 0.1
     variant: Variant = "iein"
-    freeze_embeddings: bool = False
+    lam: float = 5.0  # lambda of eq. 13 (paper: 5 MELD, 50 IEMOCAP)
     #: Detach P^{i-1} before feeding it back.  The paper does not say; with gradients the
     #: T steps form one deep recurrent net.  Kept as a switch for the ablation study.
     detach_feedback: bool = False
@@ -63,17 +62,8 @@ class IEINConfig:
             raise ConfigError("model config field 'feedback_dropout' must be in [0, 1)")
         if self.n_labels < 2:
             raise ConfigError("model config field 'n_labels': need at least 2 labels")
-
-    @property
-    def utterance_dim(self) -> int:
-        return 2 * self.utterance_hidden
-
-    @property
-    def context_hidden(self) -> int:
-        """Eq. 7 adds the GRU states to the input [u_i; e_i], so the sizes must agree:
-        2*100 + 32 = 232 (MELD) and 2*50 + 32 = 132 (IEMOCAP), exactly the paper's values."""
-        emo = 0 if self.variant == "no_label" else self.emotion_dim
-        return self.utterance_dim + emo
+        if self.lam < 0:
+            raise ConfigError("model config field 'lam' must be >= 0")
 
     @property
     def steps(self) -> int:
@@ -82,35 +72,6 @@ class IEINConfig:
             return self.iterations + 1
         return 2
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "IEINConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"model config: unknown fields {sorted(unknown)}")
-        return cls(**d)
-
-
-class UtteranceEncoder(nn.Module):
-    """Eq. 1-3: word embeddings -> BiGRU -> h_i = [fwd; bwd] -> attention pooling."""
-
-    def __init__(self, cfg: IEINConfig) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embedding_dim, padding_idx=0)
-        self.embedding.weight.requires_grad_(not cfg.freeze_embeddings)
-        self.gru = BiGRU(cfg.embedding_dim, cfg.utterance_hidden)
-        self.attention = AttentionPooling(cfg.utterance_dim)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """``tokens (n_utt, max_words)``, ``lengths (n_utt,)`` -> ``u (n_utt, 2*hidden)``."""
-        x = self.dropout(self.embedding(tokens))
-        h = self.gru(x, lengths)  # eq. 1: h_i = [fwd_i; bwd_i]
-        return self.attention(h, length_mask(lengths, tokens.size(1)))  # eq. 2-3
-
 
 class ECEncoder(nn.Module):
     """Eq. 4-8, the emotion-interaction based context encoder (one shared instance).
@@ -118,9 +79,11 @@ class ECEncoder(nn.Module):
     ``use_emotion=False`` gives the No Label ablation's plain context encoder.
     """
 
-    def __init__(self, cfg: IEINConfig, use_emotion: bool = True) -> None:
+    def __init__(self, cfg: IEINConfig, utterance_dim: int, use_emotion: bool = True) -> None:
         super().__init__()
-        dim = cfg.context_hidden
+        # eq. 7 adds the GRU states to the input [u_i; e_i], so the sizes must agree:
+        # 2*100 + 32 = 232 (MELD) and 2*50 + 32 = 132 (IEMOCAP), exactly the paper's values.
+        dim = utterance_dim + (cfg.emotion_dim if use_emotion else 0)
         # eq. 4: e_i = sum_j p_i^j x_j is a bias-free linear map of p_i; its weight columns are x_j.
         self.emotion_embedding = nn.Linear(cfg.n_labels, cfg.emotion_dim, bias=False) if use_emotion else None
         self.gru = BiGRU(dim, dim)  # eq. 5-6
@@ -158,47 +121,34 @@ class ECEncoder(nn.Module):
         return self.classifier(self.dropout(h))
 
 
-class IEIN(nn.Module):
+class IEIN(ConversationModel):
     """The full network: returns the logits of every step P^0 ... P^T."""
 
-    def __init__(self, cfg: IEINConfig, embeddings: Tensor | None = None) -> None:
-        super().__init__()
-        self.config = cfg
-        self.utterance_encoder = UtteranceEncoder(cfg)
-        if embeddings is not None:
-            if tuple(embeddings.shape) != (cfg.vocab_size, cfg.embedding_dim):
-                raise ConfigError(
-                    f"embedding matrix {tuple(embeddings.shape)} does not match "
-                    f"vocab_size x embedding_dim = {cfg.vocab_size} x {cfg.embedding_dim}"
-                )
-            with torch.no_grad():
-                self.utterance_encoder.embedding.weight.copy_(embeddings)
-        self.initial_classifier = nn.Linear(cfg.utterance_dim, cfg.n_labels)  # eq. 9
-        self.ec_encoder = ECEncoder(cfg, use_emotion=cfg.variant != "no_label")
-        self.dropout = nn.Dropout(cfg.dropout)
+    model_type = "iein"
+    config_class = IEINConfig
+    reference = "Lu et al. (COLING 2020), the Iterative Emotion Interaction Network"
+    config: IEINConfig
 
-    def encode_utterances(self, tokens: Tensor, word_lengths: Tensor, n_utts: Tensor) -> Tensor:
-        """U of the paper as ``(B, N, du)``."""
-        flat = self.utterance_encoder(tokens, word_lengths)
-        return self.dropout(scatter_utterances(flat, n_utts))
+    def __init__(self, cfg: IEINConfig, encoder: UtteranceEncoder) -> None:
+        super().__init__(cfg, encoder)
+        du = encoder.output_dim
+        self.initial_classifier = nn.Linear(du, cfg.n_labels)  # eq. 9
+        self.ec_encoder = ECEncoder(cfg, du, use_emotion=cfg.variant != "no_label")
 
-    def forward(
-        self,
-        tokens: Tensor,
-        word_lengths: Tensor,
-        n_utts: Tensor,
-        gold: Tensor | None = None,
-    ) -> list[Tensor]:
-        """Logits of every step, each ``(B, N, L)``; the prediction is the last one.
+    @property
+    def n_steps(self) -> int:
+        return self.config.steps
 
-        ``tokens``/``word_lengths`` hold the utterances of all dialogues back to back,
-        ``n_utts`` the number of utterances per dialogue.  ``gold`` (B, N) is used only by
-        the Gold Label variant.
-        """
-        return self.iterate(self.encode_utterances(tokens, word_lengths, n_utts), n_utts, gold)
+    @property
+    def is_oracle(self) -> bool:
+        return self.config.variant == "gold_label"
+
+    def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
+        """Eq. 9-10 from the utterance vectors ``u (B, N, du)``: the logits of P^0 ... P^T.
+        The Gold Label variant reads ``batch.labels`` (it is an oracle)."""
+        return self.iterate(u, batch.n_utts, batch.labels if self.is_oracle else None)
 
     def iterate(self, u: Tensor, n_utts: Tensor, gold: Tensor | None = None) -> list[Tensor]:
-        """Eq. 9-10 from the utterance vectors ``u (B, N, du)``: the logits of P^0 ... P^T."""
         cfg = self.config
         steps = [self.initial_classifier(u)]  # eq. 9 (softmax taken below / in the loss)
         if cfg.variant == "no_label":
@@ -221,6 +171,9 @@ class IEIN(nn.Module):
                 steps.append(logits)
                 p = torch.softmax(logits, dim=-1)
         return steps
+
+    def loss(self, steps: list[Tensor], batch: Batch, class_weight: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        return iein_loss(steps, batch.labels, self.config.lam, class_weight)
 
 
 def iein_loss(

@@ -39,7 +39,7 @@ DEFAULT_SEEDS_ABLATION = 5
 #: ``--quick``: a tiny model, one epoch, a few dialogues, 2 seeds -- the whole pipeline in
 #: seconds.  Its numbers are a smoke test, not results.
 QUICK_SEEDS = 2
-QUICK_MODEL: dict[str, Any] = dict(utterance_hidden=8, emotion_dim=4)
+QUICK_MODEL: dict[str, Any] = {"encoder.hidden": 8, "emotion_dim": 4}
 QUICK_TRAIN: dict[str, Any] = dict(max_epochs=1, min_epochs=0, patience=1, batch_size=8)
 #: dialogues kept per split (train, dev, test) in quick mode.
 QUICK_SIZES: dict[str, tuple[int, int, int]] = {"meld": (40, 10, 20), "iemocap": (6, 2, 3)}
@@ -74,25 +74,26 @@ class RunSpec:
         preset = self.preset + ("+quick" if self.quick else "")
         return f"{self.dataset}/{preset}/{self.variant}/T{self.iterations}/seed{self.seed}"
 
-    def model_config(self) -> dict[str, Any]:
-        """IEINConfig overrides: the preset's, then variant and T, then the quick shrink."""
-        from ..training.config import get_preset
+    def experiment(self, threads: int = 1) -> Any:
+        """The run's :class:`~iein.training.experiment.ExperimentConfig`: the preset's, then
+        variant and T, then seed and thread count, then the quick shrink."""
+        from ..training.experiment import resolve_experiment
 
-        cfg = dict(get_preset(self.preset).model)
-        cfg.update(variant=self.variant, iterations=self.iterations)
+        over: dict[str, Any] = {"variant": self.variant, "iterations": self.iterations}
         if self.quick:
-            cfg.update(QUICK_MODEL)
-        return cfg
+            over.update(QUICK_MODEL)
+            over.update({f"train.{k}": v for k, v in QUICK_TRAIN.items()})
+        return resolve_experiment(self.dataset, self.preset, overrides=over, seed=self.seed, threads=threads)
+
+    def model_config(self) -> dict[str, Any]:
+        """Model config overrides (IEIN's, lambda included)."""
+        return dict(self.experiment().model)
+
+    def encoder_config(self) -> dict[str, Any]:
+        return dict(self.experiment().encoder_config)
 
     def train_config(self, threads: int = 1) -> dict[str, Any]:
-        """TrainConfig fields: the preset's, then seed and thread count, then the quick cut."""
-        from ..training.config import TrainConfig, get_preset
-
-        cfg = dict(get_preset(self.preset).train)
-        cfg.update(seed=self.seed, threads=threads)
-        if self.quick:
-            cfg.update(QUICK_TRAIN)
-        return TrainConfig(**cfg).to_dict()
+        return self.experiment(threads).train.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

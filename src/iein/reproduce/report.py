@@ -691,16 +691,11 @@ def section_runs(R: Runs) -> str:
 
 def stop_epoch(history: Sequence[dict[str, Any]], patience: int, min_epochs: int) -> tuple[int, int]:
     """Replay the trainer's early stopping on a stored dev history with another ``patience``:
-    ``(selected epoch, last epoch run)``.  Same rule as ``training.trainer.train`` (strict
-    improvement; stop once ``epoch - best >= patience`` and ``epoch >= max(min_epochs, 1)``)."""
-    best_score, best_epoch, last = -1.0, 0, 0
-    for row in history:
-        epoch, last = int(row["epoch"]), int(row["epoch"])
-        if float(row["dev_score"]) > best_score:
-            best_score, best_epoch = float(row["dev_score"]), epoch
-        if epoch >= max(min_epochs, 1) and epoch - best_epoch >= patience:
-            break
-    return best_epoch, last
+    ``(selected epoch, last epoch run)``, by the trainer's own rule
+    (:func:`iein.training.early_stopping.replay`)."""
+    from ..training.early_stopping import replay
+
+    return replay([float(row["dev_score"]) for row in history], patience, min_epochs)
 
 
 def time_profile(runs: Sequence[dict[str, Any]]) -> dict[str, float]:

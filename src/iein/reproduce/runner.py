@@ -295,16 +295,20 @@ def _init_worker(options: dict[str, Any], in_process: bool = False) -> None:
         pass
 
 
-def _prepared(dataset: str) -> Any:
-    """The dataset's PreparedData, loaded and encoded once per worker process."""
-    cache = _WORKER["cache"]
-    if dataset not in cache:
-        from ..training.trainer import prepare
+def _prepared(dataset: str, encoder: str, encoder_config: dict[str, Any]) -> Any:
+    """The dataset's PreparedData for an encoder, loaded and featurized once per worker
+    process (shared by encoders whose featurizers agree, e.g. glove-bigru and glove-cnn)."""
+    from ..encoders.registry import get_encoder_class
+    from ..training.trainer import prepare
 
+    cache = _WORKER["cache"]
+    family = get_encoder_class(encoder).featurizer_from_state.__func__.__qualname__
+    key = (dataset, family, json.dumps(encoder_config, sort_keys=True) if family.startswith("Transformer") else "")
+    if key not in cache:
         opts = _WORKER["options"]
         corpus = load_dataset(dataset, opts.get("data_root"), bool(opts.get("quick")))
-        cache[dataset] = prepare(corpus, opts.get("embeddings"), log=lambda _msg: None)
-    return cache[dataset]
+        cache[key] = prepare(corpus, opts.get("embeddings"), encoder, encoder_config, log=lambda _msg: None)
+    return cache[key]
 
 
 def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
@@ -313,7 +317,6 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from ..evaluation.evaluate import evaluate_model, predict_steps
-    from ..training.config import TrainConfig
     from ..training.trainer import train
     from ..utils import torch_threads
 
@@ -322,20 +325,22 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     threads = int(opts.get("threads_per_worker", 1))
     t0 = time.perf_counter()
     with torch_threads(threads):
-        data = _prepared(spec.dataset)
-        cfg = TrainConfig(**spec.train_config(threads))
-        model_cfg = spec.model_config()
-        result = train(data, model_cfg, cfg, out=None, progress=False, log=lambda _msg: None, evaluate_test=False)
+        exp = spec.experiment(threads)
+        data = _prepared(spec.dataset, exp.encoder, exp.encoder_config)
+        cfg = exp.train
+        result = train(data, exp, out=None, progress=False, log=lambda _msg: None, evaluate_test=False)
         test_set = data.splits["test"]
-        probs = predict_steps(result.model, test_set, cfg.eval_batch_size)
+        preds = predict_steps(result.model, test_set, cfg.eval_batch_size)
         exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
-        test = evaluate_model(result.model, test_set, data.labels, exclude, cfg.eval_batch_size, probs=probs)
-    n_steps = probs[0].shape[0] if probs else 0
-    step_strings = [encode_dialogues([p[s].argmax(-1) for p in probs]) for s in range(n_steps)]
+        test = evaluate_model(result.model, test_set, data.labels, exclude, cfg.eval_batch_size, preds=preds)
+    model_cfg = exp.model
+    n_steps = preds[0].ids.shape[0] if preds else 0
+    step_strings = [encode_dialogues([p.ids[s] for p in preds]) for s in range(n_steps)]
     return {
         "kind": "run", "key": spec.key, "dataset": spec.dataset, "preset": spec.preset,
         "variant": spec.variant, "iterations": spec.iterations, "seed": spec.seed, "quick": spec.quick,
         "roles": list(spec.roles),
+        "arch": exp.arch, "encoder": exp.encoder, "encoder_config": exp.encoder_config,
         "model_config": model_cfg, "train_config": cfg.to_dict(),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
         "dev": result.dev, "test": test,
@@ -359,6 +364,23 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Records written before models and encoders were components: IEIN's flat config held
+    the encoder's GRU size, and lambda was a training setting."""
+    if "arch" in record:
+        return record
+    rec = dict(record)
+    model = dict(rec.get("model_config") or {})
+    train = dict(rec.get("train_config") or {})
+    enc = {}
+    if "utterance_hidden" in model:
+        enc["hidden"] = model.pop("utterance_hidden")
+    if "lam" in train:
+        model["lam"] = train.pop("lam")
+    rec.update(arch="iein", encoder="glove-bigru", model_config=model, train_config=train, encoder_config=enc)
+    return rec
+
+
 def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     """Why a finished run does not match the planned one (None when it does).  The thread
     count is not part of the comparison: it changes speed, not the experiment.  A setting
@@ -366,16 +388,23 @@ def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     its default."""
     import dataclasses
 
-    from ..models.iein import IEINConfig
+    from ..encoders.registry import get_encoder_class
+    from ..models.registry import get_model_class
     from ..training.config import TrainConfig
 
-    checks = (("model", record.get("model_config") or {}, spec.model_config(), IEINConfig),
-              ("training", record.get("train_config") or {}, spec.train_config(), TrainConfig))
+    record = _upgrade_record(record)
+    exp = spec.experiment()
+    if (record.get("arch"), record.get("encoder")) != (exp.arch, exp.encoder):
+        return f"model differs: {record.get('arch')} on {record.get('encoder')} -> {exp.arch} on {exp.encoder}"
+    checks = (("model", record.get("model_config") or {}, exp.model, get_model_class(exp.arch).config_class),
+              ("encoder", record.get("encoder_config") or {}, exp.encoder_config,
+               get_encoder_class(exp.encoder).config_class),
+              ("training", record.get("train_config") or {}, exp.train.to_dict(), TrainConfig))
     for what, have, want, cls in checks:
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         diff = []
         for k in sorted(set(have) | set(want)):
-            if k == "threads":
+            if k in ("threads", "device"):
                 continue
             h = have.get(k, defaults.get(k, dataclasses.MISSING))
             w = want.get(k, defaults.get(k, dataclasses.MISSING))

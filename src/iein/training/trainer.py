@@ -1,10 +1,30 @@
-"""Training with honest model selection: early stopping and the best epoch chosen on dev
-weighted-F1 only; the test split is scored once, with the selected weights, at the end.
+"""One trainer for every model on every encoder (flair's ``ModelTrainer(model, corpus)``).
+
+Honest model selection: the best epoch is chosen on dev only (the one early-stopping rule
+of :mod:`iein.training.early_stopping`); the test split is scored once, with the selected
+weights, at the end.  The trainer knows the model contract only
+(:class:`~iein.models.base.ConversationModel`): the model owns its loss and its optimiser
+parameter groups.
+
+Files of a run writing to ``out`` (e.g. ``runs/meld-seed0.safetensors``):
+
+* ``out`` itself is written once, when the run ends, so re-running a command never replaces
+  a finished model with a half-trained one;
+* ``<out stem>.best.safetensors``: the best model so far, a normal checkpoint, rewritten
+  atomically whenever dev improves (what is left if the run dies);
+* ``<out stem>.resume.pt``: the state after the last finished epoch (weights, optimiser,
+  every RNG, history, early-stopping state), written atomically every epoch;
+  ``resume=True`` continues from it and gives bit-identical results on CPU.  It holds
+  tensors and plain values only and is read with ``torch.load(weights_only=True)``.
+
+Both side files are removed when the run ends.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,15 +37,18 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checkpoint import save_checkpoint
+from ..data.batching import EncodedConversation, encode_with, iter_batches
 from ..data.conversation import Conversation, Corpus
-from ..evaluation.evaluate import evaluate_model
-from ..models.iein import IEIN, IEINConfig, iein_loss
-from ..text.embeddings import build_embedding_matrix, coverage, format_coverage, load_vectors
-from ..text.tokenizer import tokenize
-from ..text.vocab import Vocab
-from ..utils import set_seed
-from .batching import MAX_WORDS, EncodedConversation, encode_conversations, iter_batches
+from ..encoders.base import Featurizer
+from ..encoders.registry import get_encoder_class
+from ..errors import CheckpointError, ConfigError
+from ..evaluation.evaluate import evaluate_model, selection_metric
+from ..models.base import ConversationModel
+from ..models.registry import build_model
+from ..utils import atomic_path, set_seed
 from .config import TrainConfig
+from .early_stopping import EarlyStopping
+from .experiment import ExperimentConfig
 
 Log = Callable[[str], None]
 
@@ -45,31 +68,45 @@ def fingerprint(convs: Sequence[Conversation]) -> str:
 
 @dataclass
 class PreparedData:
-    """Everything derived from a corpus and word vectors once, reused across seeds."""
+    """Everything derived from a corpus and an encoder's featurizer once, reused across
+    seeds and across models (and across encoders whose featurizers agree)."""
 
     corpus_name: str
     labels: tuple[str, ...]
-    vocab: Vocab
-    embeddings: np.ndarray
+    encoder: str
+    featurizer: Featurizer
+    encoder_derived: dict[str, Any]  # encoder config fields decided by the data (vocab size...)
     splits: dict[str, list[EncodedConversation]]
     coverage: dict[str, Any]
     provenance: dict[str, Any]
     data_checksums: dict[str, str]
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def vocab(self) -> Any:
+        return getattr(self.featurizer, "vocab", None)
 
 
-def prepare(corpus: Corpus, vectors: str | Path | None = None, max_words: int = MAX_WORDS, log: Log = _stderr) -> PreparedData:
-    """Tokenise, build the vocabulary from the *training split only* (no dev/test leakage),
-    look up pretrained vectors, and encode every split."""
-    train_tokens = [tokenize(u.text) for c in corpus["train"] for u in c.utterances]
-    vocab = Vocab.build(train_tokens)
-    wv = load_vectors(vectors, restrict_to=set(vocab.to_list()))
-    matrix, _ = build_embedding_matrix(vocab, wv, seed=0)
-    cov = coverage(train_tokens, wv)
-    log(f"vectors {wv.provenance.get('name')} ({wv.vectors.shape[1]}d): {format_coverage(cov)}")
-    splits = {name: encode_conversations(convs, vocab, corpus.labels, max_words) for name, convs in corpus.splits.items()}
+def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "glove-bigru",
+            encoder_config: dict[str, Any] | None = None, log: Log = _stderr) -> PreparedData:
+    """Build the encoder's featurizer from the *training split only* (vocabulary, vectors: no
+    dev/test leakage) and featurize every split.  Data notes (repaired or dropped rows) are
+    printed, so a training run says what the reader changed."""
+    enc_cls = get_encoder_class(encoder)
+    cfg = enc_cls.config_class.from_dict(dict(encoder_config or {}))
+    for split, notes in corpus.notes.items():
+        for note in notes:
+            log(f"data note ({corpus.name}/{split}): {note}")
+    featurizer, derived = enc_cls.build_featurizer(cfg, corpus["train"], log, vectors=vectors)
+    index = {name: i for i, name in enumerate(corpus.labels)}
+    splits = {}
+    for name, convs in corpus.splits.items():
+        feats = featurizer.featurize_many(convs, log=log)
+        splits[name] = [encode_with(c, f, index) for c, f in zip(convs, feats)]
     return PreparedData(
-        corpus.name, tuple(corpus.labels), vocab, matrix, splits, cov, dict(wv.provenance),
-        {name: fingerprint(convs) for name, convs in corpus.splits.items()},
+        corpus.name, tuple(corpus.labels), encoder, featurizer, derived, splits, dict(featurizer.coverage),
+        dict(featurizer.provenance), {name: fingerprint(convs) for name, convs in corpus.splits.items()},
+        {k: list(v) for k, v in corpus.notes.items()},
     )
 
 
@@ -95,109 +132,188 @@ class TrainResult:
     test: dict[str, Any] | None
     seconds_per_epoch: float
     checkpoint: str | None
-    model: IEIN = field(repr=False)
+    model: ConversationModel = field(repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
-def _selection_score(scores: dict[str, Any]) -> float:
-    return scores["final"].get("micro_f1_excl", scores["final"]["weighted_f1"])
+def build_optimizer(model: ConversationModel, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the model's own parameter groups (the paper's L2 everywhere except the word
+    embeddings, which get ``embedding_weight_decay``; a pretrained transformer gets its own
+    learning rate)."""
+    return torch.optim.Adam(model.param_groups(cfg.weight_decay, cfg.embedding_weight_decay), lr=cfg.lr)
 
 
-def build_optimizer(model: IEIN, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam with the paper's L2 on every weight except the word embeddings, which get
-    ``embedding_weight_decay`` (Adam's L2 would pull every row absent from a batch towards
-    zero at each step; see docs/results.md)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    emb = model.utterance_encoder.embedding.weight
-    groups = [{"params": [p for p in params if p is not emb], "weight_decay": cfg.weight_decay}]
-    if emb.requires_grad:
-        groups.append({"params": [emb], "weight_decay": cfg.embedding_weight_decay})
-    return torch.optim.Adam(groups, lr=cfg.lr)
+def build_for(data: PreparedData, exp: ExperimentConfig, pretrained: bool = True) -> ConversationModel:
+    """The experiment's model on the prepared data's encoder (labels and data-decided
+    encoder fields filled in)."""
+    same_features = (get_encoder_class(exp.encoder).featurizer_from_state.__func__
+                     is get_encoder_class(data.encoder).featurizer_from_state.__func__)
+    if exp.encoder != data.encoder and not same_features:
+        raise ConfigError(f"encoder {exp.encoder!r} cannot read data prepared for {data.encoder!r}")
+    model_cfg = dict(exp.model, n_labels=len(data.labels))
+    enc_cfg = dict(exp.encoder_config, **data.encoder_derived)
+    return build_model(exp.arch, model_cfg, exp.encoder, enc_cfg, featurizer=data.featurizer, pretrained=pretrained)
+
+
+def side_files(out: str | Path) -> tuple[Path, Path]:
+    """``(best-so-far checkpoint, resume state)`` of a run writing to ``out``."""
+    out = Path(out)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{stem}.best.safetensors"), out.with_name(f"{stem}.resume.pt")
+
+
+def run_identity(data: PreparedData, exp: ExperimentConfig) -> str:
+    """What a resume state must match: the experiment (minus speed-only settings), the data
+    and the code version."""
+    ident = exp.to_dict()
+    for key in ("threads", "device", "eval_batch_size"):
+        ident["train"].pop(key, None)
+    blob = json.dumps({"exp": ident, "data": data.data_checksums, "labels": list(data.labels),
+                       "features": data.featurizer.key(), "version": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": json.dumps(rng.bit_generator.state),
+            "python": json.dumps(random.getstate()), "numpy_global": json.dumps(
+                [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]])}
+
+
+def _set_rng_state(state: dict[str, Any], rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    rng.bit_generator.state = json.loads(state["numpy"])
+    py = json.loads(state["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    g = json.loads(state["numpy_global"])
+    np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), *g[2:]))
+
+
+def load_resume_state(path: Path, identity: str) -> dict[str, Any]:
+    """A resume state, checked against this run's identity; errors are one line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
+        raise CheckpointError(f"{path}: unreadable resume state (corrupted or truncated?): "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(state, dict) or state.get("format") != "iein-resume/1":
+        raise CheckpointError(f"{path}: not an iein resume state")
+    if state.get("identity") != identity:
+        raise CheckpointError(f"{path}: resume state is from a different configuration, data or iein "
+                              "version; remove it (or drop --resume) to start over")
+    return state
 
 
 def train(
     data: PreparedData,
-    model_config: IEINConfig | dict[str, Any] | None = None,
-    cfg: TrainConfig | None = None,
+    exp: ExperimentConfig,
     out: str | Path | None = None,
     progress: bool | None = None,
     log: Log = _stderr,
     evaluate_test: bool = True,
+    resume: bool = False,
+    extra_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train one model on ``data['train']``, select on ``data['dev']``, score ``data['test']``.
+    """Train ``exp`` on ``data['train']``, select on ``data['dev']``, score ``data['test']``.
 
-    The best checkpoint (by dev score of the last step) is written atomically to ``out``
-    whenever it improves, so an interrupted run still leaves the best model so far.
-    """
-    cfg = cfg or TrainConfig()
-    overrides = model_config.to_dict() if isinstance(model_config, IEINConfig) else dict(model_config or {})
-    overrides.update(n_labels=len(data.labels), vocab_size=len(data.vocab), embedding_dim=data.embeddings.shape[1])
-    mcfg = IEINConfig.from_dict(overrides)
+    With ``out``, the best model so far and a per-epoch resume state are kept beside it
+    (module doc), and ``out`` is written when the run ends.  ``resume`` continues from the
+    resume state (refused if it belongs to another configuration or data)."""
+    cfg = exp.train
+    if not data.splits.get("dev"):
+        raise ConfigError("no dev conversations: model selection needs a dev split")
     if progress is None:
         progress = sys.stderr.isatty()
     exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r}: CUDA is not available on this machine")
+    amp = device.type == "cuda"
+    best_path, resume_path = side_files(out) if out is not None else (None, None)
+    identity = run_identity(data, exp)
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
         set_seed(cfg.seed)
-        model = IEIN(mcfg, torch.from_numpy(data.embeddings))
-        params = [p for p in model.parameters() if p.requires_grad]
+        model = build_for(data, exp).to(device)
         optim = build_optimizer(model, cfg)
-        weight = class_weights(data.splits["train"], mcfg.n_labels, cfg.class_weighting)
+        params = [p for g in optim.param_groups for p in g["params"]]
+        weight = class_weights(data.splits["train"], len(data.labels), cfg.class_weighting)
+        weight = weight.to(device) if weight is not None else None
         rng = np.random.default_rng(cfg.seed)
         train_set, dev_set = data.splits["train"], data.splits["dev"]
         n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
+        collate = model.utterance_encoder.collate
 
-        best_score, best_epoch, best_state = -1.0, 0, None
+        stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
+        best_state: dict[str, torch.Tensor] | None = None
         history: list[dict[str, Any]] = []
-        epoch_seconds: list[float] = []
-        meta = _checkpoint_meta(data, mcfg, cfg)
-        for epoch in range(1, cfg.max_epochs + 1):
+        start_epoch = 1
+        if resume:
+            if resume_path is None or not resume_path.is_file():
+                raise ConfigError(f"--resume: no resume state {resume_path} (nothing to continue)")
+            st = load_resume_state(resume_path, identity)
+            model.load_state_dict(st["model"])
+            optim.load_state_dict(st["optimizer"])
+            best_state = st["best_model"]
+            history = json.loads(st["history"])
+            stopper.best_score, stopper.best_epoch = float(st["best_score"]), int(st["best_epoch"])
+            _set_rng_state(st["rng"], rng)
+            start_epoch = len(history) + 1
+            log(f"resuming after epoch {len(history)} (best epoch {stopper.best_epoch}) from {resume_path}")
+        meta = _checkpoint_meta(data, exp, extra_meta)
+        metric_name = "micro-F1 excl." if exclude else "w-F1"
+        stopped = bool(history) and stopper.should_stop(len(history))
+        for epoch in range(start_epoch, cfg.max_epochs + 1):
+            if stopped:
+                break
             t0 = time.perf_counter()
             model.train()
-            sums = {"loss": 0.0, "ce": 0.0, "adj": 0.0}
-            bar = tqdm(iter_batches(train_set, cfg.batch_size, shuffle=True, rng=rng), total=n_batches,
+            sums: dict[str, float] = {"loss": 0.0}
+            bar = tqdm(iter_batches(train_set, cfg.batch_size, collate, shuffle=True, rng=rng), total=n_batches,
                        desc=f"epoch {epoch}", leave=False, disable=not progress)
             for batch in bar:
-                gold = batch.labels if mcfg.variant == "gold_label" else None
-                steps = model(batch.tokens, batch.word_lengths, batch.n_utts, gold=gold)
-                loss, parts = iein_loss(steps, batch.labels, cfg.lam, weight)
+                batch = batch.to(device)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    output = model(batch, class_weight=weight)
+                loss = output.loss
+                if loss is None:  # a batch without any labelled utterance
+                    continue
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
                 optim.step()
                 sums["loss"] += float(loss.detach())
-                sums["ce"] += parts["ce"]
-                sums["adj"] += parts["adj"]
+                for k, v in output.parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             train_seconds = time.perf_counter() - t0
-            epoch_seconds.append(train_seconds)
             dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
-            score = _selection_score(dev)
-            row = {k: v / n_batches for k, v in sums.items()}
+            _, score = selection_metric(dev)
+            row: dict[str, Any] = {k: v / n_batches for k, v in sums.items()}
             row.update(epoch=epoch, dev_step_wf1=[s["weighted_f1"] for s in dev["steps"]], dev_score=score,
                        seconds=round(train_seconds, 2))
             history.append(row)
-            improved = score > best_score
+            improved = stopper.update(epoch, score)
             if improved:
-                best_score, best_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if out is not None:
-                    save_checkpoint(out, model, data.vocab, data.labels, **meta, best_epoch=epoch, dev=dev)
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if best_path is not None:
+                    save_checkpoint(best_path, model, data.labels, **meta, best_epoch=epoch, dev=dev)
+            terms = ", ".join(f"{k} {row[k]:.4f}" for k in sums if k != "loss")
             steps_txt = "/".join(f"{x:.2f}" for x in row["dev_step_wf1"])
-            log(
-                f"epoch {epoch:3d} | loss {row['loss']:.4f} (ce {row['ce']:.4f}, adj {row['adj']:.4f}) | "
-                f"dev w-F1 per step {steps_txt} | {train_seconds:.1f}s{' *' if improved else ''}"
-            )
-            if epoch >= max(cfg.min_epochs, 1) and epoch - best_epoch >= cfg.patience:
-                log(f"early stop: no dev improvement for {cfg.patience} epochs (best epoch {best_epoch})")
-                break
+            log(f"epoch {epoch:3d} | loss {row['loss']:.4f}{f' ({terms})' if terms else ''} | dev {metric_name} "
+                f"{score:.2f} | dev w-F1 per step {steps_txt} | {train_seconds:.1f}s{' *' if improved else ''}")
+            stopped = stopper.should_stop(epoch)
+            if resume_path is not None:
+                _save_resume(resume_path, identity, model, optim, best_state, history, stopper, rng)
+            if stopped:
+                log(f"early stop: no dev improvement for {cfg.patience} epochs (best epoch {stopper.best_epoch})")
 
-        assert best_state is not None
+        if best_state is None:
+            raise ConfigError("no epoch was trained (max_epochs reached before the first epoch)")
         model.load_state_dict(best_state)
         model.eval()
         dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
@@ -205,22 +321,44 @@ def train(
         if evaluate_test and data.splits.get("test"):
             test = evaluate_model(model, data.splits["test"], data.labels, exclude, cfg.eval_batch_size)
         if out is not None:
-            save_checkpoint(out, model, data.vocab, data.labels, **meta, best_epoch=best_epoch, dev=dev, test=test)
-        return TrainResult(best_epoch, len(history), history, dev, test, float(np.mean(epoch_seconds)),
+            save_checkpoint(out, model, data.labels, **meta, best_epoch=stopper.best_epoch, dev=dev, test=test)
+            for side in (best_path, resume_path):
+                with contextlib.suppress(FileNotFoundError):
+                    side.unlink()  # type: ignore[union-attr]
+        seconds = [h["seconds"] for h in history]
+        return TrainResult(stopper.best_epoch, len(history), history, dev, test,
+                           float(np.mean(seconds)) if seconds else 0.0,
                            str(out) if out is not None else None, model)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _checkpoint_meta(data: PreparedData, mcfg: IEINConfig, cfg: TrainConfig) -> dict[str, Any]:
+def _save_resume(path: Path, identity: str, model: ConversationModel, optim: torch.optim.Optimizer,
+                 best_state: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
+                 stopper: EarlyStopping, rng: np.random.Generator) -> None:
+    state = {
+        "format": "iein-resume/1", "identity": identity,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optim.state_dict(), "best_model": best_state,
+        "history": json.dumps(history), "best_score": stopper.best_score, "best_epoch": stopper.best_epoch,
+        "rng": _rng_state(rng),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _checkpoint_meta(data: PreparedData, exp: ExperimentConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "dataset": data.corpus_name,
-        "train_config": cfg.to_dict(),
+        "preset": exp.preset,
+        "train_config": exp.train.to_dict(),
         "embeddings": data.provenance,
         "coverage": data.coverage,
         "data_checksums": data.data_checksums,
         "created_with": f"iein {__version__}, torch {torch.__version__}",
+        **(extra or {}),
     }
 
 
-__all__ = ["PreparedData", "TrainResult", "prepare", "train", "class_weights", "fingerprint"]
+__all__ = ["PreparedData", "TrainResult", "prepare", "train", "class_weights", "fingerprint", "build_for",
+           "build_optimizer", "side_files"]

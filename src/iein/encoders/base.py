@@ -1,0 +1,126 @@
+"""The utterance-encoder contract: text of a conversation -> one vector per utterance.
+
+An encoder has two halves, because they live at different times:
+
+* a :class:`Featurizer` turns conversations into per-utterance *features* once per corpus
+  (tokenise + vocabulary lookup for GloVe; the input text with its context window, or a
+  cached vector, for a transformer).  It is data, not weights: seed-independent, built from
+  the training split only, and saved in the checkpoint header as JSON (:meth:`state`);
+* an :class:`UtteranceEncoder` ``nn.Module`` turns a collated list of features into
+  ``(n_utterances, output_dim)``; its weights are part of the model's state dict.
+
+Context models see only ``output_dim`` and the vectors, so every model runs on every
+encoder (allennlp's ``Seq2VecEncoder.get_output_dim`` contract).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..configuration import Config
+from ..data.conversation import Conversation
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class EncoderConfig(Config):
+    section: ClassVar[str] = "encoder"
+    dropout: float = 0.1  # on the encoder's input (word embeddings) during training
+
+
+class Featurizer:
+    """Conversations -> per-utterance features; JSON-serialisable (no pickles)."""
+
+    #: Everything derived from pretrained resources for reporting (vector file name, ...).
+    provenance: dict[str, Any]
+    #: How well the training text is covered by the featurizer (vocabulary coverage).
+    coverage: dict[str, Any]
+
+    def featurize(self, conv: Conversation) -> list[Any]:
+        raise NotImplementedError
+
+    def featurize_many(self, convs: Sequence[Conversation], log: Log | None = None) -> list[list[Any]]:
+        """All conversations of a split (an encoder may batch or cache across them)."""
+        return [self.featurize(c) for c in convs]
+
+    def state(self) -> dict[str, Any]:
+        """JSON state stored in the checkpoint header; :meth:`from_state` rebuilds it."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: EncoderConfig) -> "Featurizer":
+        raise NotImplementedError
+
+    def key(self) -> str:
+        """Identity of the features it produces: prepared corpora are shared between
+        encoders with equal keys (glove-bigru and glove-cnn read the same token ids)."""
+        raise NotImplementedError
+
+
+class UtteranceEncoder(nn.Module):
+    """Base class of utterance encoders.  Subclasses set ``encoder_type`` and
+    ``config_class`` and implement ``output_dim``, ``collate``, ``forward`` and
+    ``build_featurizer``."""
+
+    encoder_type: ClassVar[str]
+    config_class: ClassVar[type[EncoderConfig]]
+    #: Max utterances per :meth:`encode_many` chunk (inference memory bound).
+    chunk_utterances: ClassVar[int] = 512
+
+    def __init__(self, config: EncoderConfig, featurizer: Featurizer) -> None:
+        super().__init__()
+        self.config = config
+        # a plain attribute, not a submodule: the featurizer holds no weights
+        self.__dict__["featurizer"] = featurizer
+
+    @property
+    def output_dim(self) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def build_featurizer(cls, config: EncoderConfig, train: Sequence[Conversation], log: Log,
+                         **options: Any) -> tuple[Featurizer, dict[str, Any]]:
+        """Build the featurizer from the *training* conversations only; returns it with the
+        config fields the data decides (vocabulary size, vector dimension), which override
+        the user's.  ``options`` carry resources outside the config (``vectors``: a word-vector
+        file)."""
+        raise NotImplementedError
+
+    @classmethod
+    def featurizer_from_state(cls, state: dict[str, Any], config: EncoderConfig) -> Featurizer:
+        """Rebuild the featurizer saved in a checkpoint header."""
+        raise NotImplementedError
+
+    def init_pretrained(self) -> None:
+        """Copy pretrained weights held by the featurizer (e.g. the GloVe matrix) into the
+        module.  Called when a model is built for training, not when a checkpoint is loaded."""
+
+    def collate(self, features: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def forward(self, inputs: Any) -> Tensor:  # (n_utterances, output_dim)
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def encode_many(self, features: Sequence[Any]) -> Tensor:
+        """Inference over any number of utterances in bounded chunks; ``(n, output_dim)``."""
+        from ..data.batching import _to
+
+        parts = [self(_to(self.collate(features[s: s + self.chunk_utterances]), self.device))
+                 for s in range(0, len(features), self.chunk_utterances)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.output_dim, device=self.device)
+
+    def param_groups(self, weight_decay: float, embedding_weight_decay: float) -> list[dict[str, Any]]:
+        """Optimiser groups of the encoder's trainable weights (an encoder with embeddings
+        gives them their own weight decay)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": weight_decay}] if params else []

@@ -1,0 +1,54 @@
+"""Context models by name (``--arch``).  A new model is one file in this folder, one line
+here and a preset line in :mod:`iein.training.config`."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..encoders.base import EncoderConfig, Featurizer
+from ..encoders.registry import get_encoder_class
+from ..errors import ConfigError
+from .base import ConversationModel, ModelConfig
+from .iein import IEIN
+
+MODELS: dict[str, type[ConversationModel]] = {
+    IEIN.model_type: IEIN,
+}
+
+
+def register_model(cls: type[ConversationModel]) -> type[ConversationModel]:
+    MODELS[cls.model_type] = cls
+    return cls
+
+
+def get_model_class(name: str) -> type[ConversationModel]:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r} (choices: {', '.join(MODELS)})") from None
+
+
+def build_model(
+    model_type: str,
+    model_config: dict[str, Any] | ModelConfig,
+    encoder_type: str,
+    encoder_config: dict[str, Any] | EncoderConfig,
+    featurizer: Featurizer | None = None,
+    featurizer_state: dict[str, Any] | None = None,
+    pretrained: bool = False,
+) -> ConversationModel:
+    """Any model on any encoder.  ``featurizer`` (training) or ``featurizer_state`` (a
+    checkpoint) supplies the encoder's featurizer; ``pretrained`` copies the featurizer's
+    pretrained weights (GloVe rows) into the encoder -- a checkpoint's weights replace them."""
+    model_cls = get_model_class(model_type)
+    enc_cls = get_encoder_class(encoder_type)
+    ecfg = encoder_config if isinstance(encoder_config, EncoderConfig) else enc_cls.config_class.from_dict(encoder_config)
+    mcfg = model_config if isinstance(model_config, ModelConfig) else model_cls.config_class.from_dict(model_config)
+    if featurizer is None:
+        if featurizer_state is None:
+            raise ConfigError("build_model needs a featurizer or its saved state")
+        featurizer = enc_cls.featurizer_from_state(featurizer_state, ecfg)
+    encoder = enc_cls(ecfg, featurizer)
+    if pretrained:
+        encoder.init_pretrained()
+    model_cls.check_encoder(encoder)
+    return model_cls(mcfg, encoder)
