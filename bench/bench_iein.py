@@ -6,6 +6,11 @@ seconds per training epoch, inference utterances/s and the peak RSS of the proce
 
     python bench/bench_iein.py --datasets meld iemocap --seeds 0 1 2 --data-root ../shared/data
 
+Any other model or encoder is benchmarked the same way (``--arch dialoguernn``,
+``--encoder glove-cnn``, ``--set KEY=VALUE`` as in ``iein train``); the preset, arch,
+encoder and overrides resolve exactly as in ``iein train``
+(:func:`iein.training.experiment.resolve_experiment`).
+
 Writes ``<out>/<dataset>.json`` (every run, full scores) and prints a Markdown table that
 goes into docs/results.md together with this exact command.
 """
@@ -24,7 +29,7 @@ from iein import __version__
 from iein.data.registry import load_corpus
 from iein.evaluation.evaluate import predict_steps
 from iein.evaluation.metrics import format_mean_std
-from iein.training.config import TrainConfig, get_preset
+from iein.training.experiment import ExperimentConfig, parse_overrides, resolve_experiment
 from iein.training.trainer import prepare, train
 from iein.utils import atomic_write_json, peak_rss_mb
 
@@ -41,18 +46,24 @@ def inference_speed(model, data, threads: int, min_utts: int = 20000) -> float:
     return reps * n / (time.perf_counter() - t0)
 
 
+def experiment(name: str, seed: int, args: argparse.Namespace) -> ExperimentConfig:
+    """The run's configuration, resolved as ``iein train`` resolves its flags."""
+    overrides = parse_overrides(args.set)
+    for section, js in (("model", args.model_json), ("encoder", args.encoder_json), ("train", args.train_json)):
+        overrides.update({f"{section}.{k}": v for k, v in json.loads(js).items()})
+    return resolve_experiment(name, args.preset, args.arch, args.encoder, overrides, seed=seed,
+                              threads=args.threads, max_epochs=args.max_epochs or None)
+
+
 def run_dataset(name: str, args: argparse.Namespace) -> dict:
     corpus = load_corpus(name, Path(args.data_root) / name if args.data_root else None)
-    preset = get_preset(args.preset or name)
-    data = prepare(corpus, args.embeddings)
-    model_over = dict(preset.model, **json.loads(args.model_json))
+    first = experiment(name, args.seeds[0], args)  # fails on a bad setting before any data is featurized
+    data = prepare(corpus, args.embeddings, first.encoder, first.encoder_config)
     runs = []
     for seed in args.seeds:
-        train_over = dict(preset.train, seed=seed, threads=args.threads, **json.loads(args.train_json))
-        if args.max_epochs:
-            train_over["max_epochs"] = args.max_epochs
+        exp = experiment(name, seed, args)
         t0 = time.perf_counter()
-        res = train(data, model_over, TrainConfig(**train_over), progress=False)
+        res = train(data, exp, progress=False)
         wall = time.perf_counter() - t0
         ups = inference_speed(res.model, data.splits["test"], args.threads)
         run = {"seed": seed, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "wall_s": wall,
@@ -62,7 +73,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
         print(f"[{name}] seed {seed}: test w-F1 {res.test['final']['weighted_f1']:.2f} "
               f"(dev {res.dev['final']['weighted_f1']:.2f}, best epoch {res.best_epoch}/{res.epochs_run}), "
               f"{res.seconds_per_epoch:.1f} s/epoch, {ups:.0f} utt/s", file=sys.stderr, flush=True)
-    return {"dataset": name, "preset": args.preset or name, "model": model_over, "embeddings": data.provenance,
+    return {"dataset": name, "preset": first.preset, "arch": first.arch, "encoder": first.encoder,
+            "model": first.model, "encoder_config": first.encoder_config, "embeddings": data.provenance,
             "coverage": {k: v for k, v in data.coverage.items() if k != "oov"}, "data_checksums": data.data_checksums,
             "runs": runs, "peak_rss_mb": peak_rss_mb()}
 
@@ -72,7 +84,8 @@ def summarise(result: dict) -> str:
     labels = list(runs[0]["test"]["final"]["per_class_f1"])
     wf1 = [r["test"]["final"]["weighted_f1"] for r in runs]
     lines = [
-        f"### {result['dataset']} (preset `{result['preset']}`, {len(runs)} seeds, vectors {result['embeddings']['name']})",
+        f"### {result['dataset']}: {result['arch']} on {result['encoder']} (preset `{result['preset']}`, "
+        f"{len(runs)} seeds, vectors {result['embeddings'].get('name')})",
         "",
         "| metric | value |", "|---|---|",
         f"| test weighted-F1 | {format_mean_std(wf1)} |",
@@ -99,11 +112,16 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["meld", "iemocap"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--data-root", default="../shared/data")
-    ap.add_argument("--preset", help="preset name (default: the dataset's own)")
+    ap.add_argument("--preset", help="preset name (default: the dataset's own, for --arch)")
+    ap.add_argument("--arch", help="context model (default: the preset's; see `iein presets`)")
+    ap.add_argument("--encoder", help="utterance encoder (default: the preset's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a model/encoder/training setting, as in `iein train`")
     ap.add_argument("--embeddings", help="GloVe file (default GloVe 6B 50d)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-epochs", type=int)
     ap.add_argument("--model-json", default="{}", help="model config overrides as JSON")
+    ap.add_argument("--encoder-json", default="{}", help="encoder config overrides as JSON")
     ap.add_argument("--train-json", default="{}", help="train config overrides as JSON")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
@@ -114,7 +132,8 @@ def main() -> None:
     for name in args.datasets:
         result = run_dataset(name, args)
         result["header"] = header
-        atomic_write_json(out / f"{name}.json", result)
+        stem = name if result["arch"] == "iein" else f"{name}-{result['arch']}"
+        atomic_write_json(out / f"{stem}.json", result)
         print(summarise(result), flush=True)
 
 

@@ -2,14 +2,16 @@
 
     python bench/profile_epoch.py --dataset meld --batches 40 --threads 1 --data-root ../shared/data
 
-Trains ``--batches`` mini-batches of the dataset's preset model (same batching, loss,
-optimiser and clipping as ``iein train``; no class weights, so not for the gold_label variant) and splits the wall time into: utterance-encoder forward,
-the rest of the forward (initial classifier + T EC-Encoder passes), loss, backward,
+Trains ``--batches`` mini-batches of the dataset's preset model (same experiment
+resolution, model construction, batching, loss, optimiser and clipping as ``iein train``;
+no class weights) and splits the wall time into: utterance-encoder forward, the context
+model's forward (for IEIN the initial classifier + T EC-Encoder passes), loss, backward,
 optimiser step, and one dev evaluation, scaled to a whole epoch.  Backward is split between
-the two encoders by timing, on the same batches, forward+backward of the utterance encoder
-alone.  ``torch.profiler``'s top operators by self CPU time are printed as well.
+the utterance encoder and the rest by timing, on the same batches, forward+backward of the
+utterance encoder alone.  ``torch.profiler``'s top operators by self CPU time are printed
+as well.  ``--arch``/``--encoder``/``--set`` profile any other model as in ``iein train``.
 
-Writes ``<out>/profile_<dataset>.json`` and prints a Markdown table for docs/results.md.
+Writes ``<out>/profile_<dataset>[-<arch>].json`` and prints a Markdown table for docs/results.md.
 """
 from __future__ import annotations
 
@@ -23,10 +25,9 @@ import torch
 
 from iein.data.registry import load_corpus
 from iein.evaluation.evaluate import evaluate_model
-from iein.models.iein import IEIN, IEINConfig, iein_loss
-from iein.training.batching import iter_batches
-from iein.training.config import TrainConfig, get_preset
-from iein.training.trainer import build_optimizer, prepare
+from iein.data.batching import iter_batches
+from iein.training.experiment import parse_overrides, resolve_experiment
+from iein.training.trainer import build_for, build_optimizer, prepare
 from iein.utils import atomic_write_json, set_seed
 
 
@@ -36,47 +37,50 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=None, help="T (default: the preset's)")
+    ap.add_argument("--iterations", type=int, default=None, help="IEIN's T (default: the preset's)")
+    ap.add_argument("--arch", help="context model (default: the dataset preset's)")
+    ap.add_argument("--encoder", help="utterance encoder (default: the preset's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a model/encoder/training setting, as in `iein train`")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    preset = get_preset(args.dataset)
-    data = prepare(load_corpus(args.dataset, Path(args.data_root) / args.dataset), None, log=lambda _m: None)
-    over = dict(preset.model, n_labels=len(data.labels), vocab_size=len(data.vocab),
-                embedding_dim=data.embeddings.shape[1])
+    overrides = parse_overrides(args.set)
     if args.iterations is not None:
-        over["iterations"] = args.iterations
-    cfg = IEINConfig.from_dict(over)
-    tcfg = TrainConfig(**preset.train)
-    batch_size, lam = tcfg.batch_size, tcfg.lam
+        overrides["model.iterations"] = args.iterations
+    exp = resolve_experiment(args.dataset, arch=args.arch, encoder=args.encoder, overrides=overrides,
+                             threads=args.threads)
+    tcfg = exp.train
+    data = prepare(load_corpus(args.dataset, Path(args.data_root) / args.dataset), None, exp.encoder,
+                   exp.encoder_config, log=lambda _m: None)
+    batch_size = tcfg.batch_size
     set_seed(0)
-    model = IEIN(cfg, torch.from_numpy(data.embeddings))
+    model = build_for(data, exp)  # the trainer's model: GloVe rows copied in, labels from the data
     optim = build_optimizer(model, tcfg)  # the trainer's parameter groups and weight decay
+    params = [p for g in optim.param_groups for p in g["params"]]  # what the trainer clips
     train_set = data.splits["train"]
     n_epoch_batches = -(-len(train_set) // batch_size)
-    batches = list(iter_batches(train_set, batch_size, shuffle=True, rng=np.random.default_rng(0)))[: args.batches]
-
-    # forward of the utterance encoder, timed by hooks
-    marks: dict[str, float] = {}
-    model.utterance_encoder.register_forward_pre_hook(lambda *_: marks.__setitem__("u0", time.perf_counter()))
-    model.utterance_encoder.register_forward_hook(lambda *_: marks.__setitem__("u1", time.perf_counter()))
+    batches = list(iter_batches(train_set, batch_size, model.utterance_encoder.collate, shuffle=True,
+                                rng=np.random.default_rng(0)))[: args.batches]
 
     def step(batch) -> dict[str, float]:
+        # model(batch) is exactly context(utterance_vectors(batch)) then loss: timed part by part
         t0 = time.perf_counter()
-        steps = model(batch.tokens, batch.word_lengths, batch.n_utts)
+        u = model.utterance_vectors(batch)
+        tu = time.perf_counter()
+        steps = model.context(u, batch)
         t1 = time.perf_counter()
-        loss, _ = iein_loss(steps, batch.labels, lam, None)
+        loss, _ = model.loss(steps, batch, None)
         t2 = time.perf_counter()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         t3 = time.perf_counter()
         if tcfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
+            torch.nn.utils.clip_grad_norm_(params, tcfg.clip_norm)
         optim.step()
         t4 = time.perf_counter()
-        return {"utterance encoder forward": marks["u1"] - marks["u0"],
-                "EC-Encoder + classifiers forward": (t1 - t0) - (marks["u1"] - marks["u0"]),
+        return {"utterance encoder forward": tu - t0, "context model forward": t1 - tu,
                 "loss": t2 - t1, "backward": t3 - t2, "optimiser step": t4 - t3}
 
     model.train()
@@ -90,7 +94,7 @@ def main() -> None:
     t_utt = 0.0
     for b in batches:
         t0 = time.perf_counter()
-        u = model.utterance_encoder(b.tokens, b.word_lengths)
+        u = model.utterance_encoder(b.inputs)
         optim.zero_grad(set_to_none=True)
         u.sum().backward()
         t_utt += time.perf_counter() - t0
@@ -104,7 +108,7 @@ def main() -> None:
     scale = n_epoch_batches / len(batches)
     epoch = {k: v * scale for k, v in parts.items()}
     epoch["backward: utterance encoder (est.)"] = min(utt_backward * scale, epoch["backward"])
-    epoch["backward: EC-Encoder + rest (est.)"] = epoch["backward"] - epoch["backward: utterance encoder (est.)"]
+    epoch["backward: context model + rest (est.)"] = epoch["backward"] - epoch["backward: utterance encoder (est.)"]
     epoch["dev evaluation"] = dev_eval
     total = sum(v for k, v in epoch.items() if not k.startswith("backward:"))
 
@@ -114,7 +118,9 @@ def main() -> None:
             step(b)
     top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
-    print(f"{args.dataset}: T={cfg.iterations}, batch {batch_size} dialogues, {args.threads} thread(s), "
+    iterations = getattr(model.config, "iterations", None)  # IEIN's T
+    t_text = f", T={iterations}" if iterations is not None else ""
+    print(f"{args.dataset}: {exp.arch} on {exp.encoder}{t_text}, batch {batch_size} dialogues, {args.threads} thread(s), "
           f"{len(batches)} of {n_epoch_batches} batches timed, scaled to one epoch\n")
     print("| part | s/epoch | share |\n| --- | ---: | ---: |")
     for k, v in epoch.items():
@@ -124,8 +130,12 @@ def main() -> None:
     print(top)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"profile_{args.dataset}.json", {
-        "dataset": args.dataset, "iterations": cfg.iterations, "batch_size": batch_size, "threads": args.threads,
+    stem = args.dataset if exp.arch == "iein" else f"{args.dataset}-{exp.arch}"
+    atomic_write_json(out / f"profile_{stem}.json", {
+        "dataset": args.dataset, "arch": exp.arch, "encoder": exp.encoder, "preset": exp.preset,
+        "model": exp.model, "encoder_config": exp.encoder_config,
+        "iterations": iterations,
+        "batch_size": batch_size, "threads": args.threads,
         "batches_timed": len(batches), "batches_per_epoch": n_epoch_batches, "seconds_per_epoch": epoch,
         "total_seconds_per_epoch": total, "torch": torch.__version__, "top_ops": top,
     })

@@ -25,12 +25,14 @@ def tiny_meld_checkpoint(shared_data: Path, tmp_path_factory: pytest.TempPathFac
     from iein.data.conversation import Corpus
     from iein.data.registry import load_corpus
     from iein.training.config import TrainConfig
+    from iein.training.experiment import ExperimentConfig
     from iein.training.trainer import prepare, train
 
     corpus = load_corpus("meld", shared_data / "meld")
     small = Corpus(corpus.name, corpus.labels,
                    {"train": corpus["train"][:30], "dev": corpus["dev"][:8], "test": corpus["test"][:4]})
     out = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    train(prepare(small, log=lambda _: None), dict(utterance_hidden=8, emotion_dim=4, iterations=2),
-          TrainConfig(max_epochs=1, threads=1), out=out, log=lambda _: None)
+    exp = ExperimentConfig("generic", "iein", "glove-bigru", model=dict(emotion_dim=4, iterations=2),
+                           encoder_config=dict(hidden=8), train=TrainConfig(max_epochs=1, threads=1))
+    train(prepare(small, log=lambda _: None), exp, out=out, log=lambda _: None)
     return out

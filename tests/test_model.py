@@ -3,22 +3,39 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from iein.data.batching import IGNORE, Batch, EncodedConversation
+from iein.encoders.glove import WordFeaturizer
+from iein.encoders.glove_bigru import GloveBiGRU, GloveBiGRUConfig
 from iein.errors import ConfigError
-from iein.models.iein import IEIN, IGNORE, ECEncoder, IEINConfig, iein_loss
-from iein.models.layers import AttentionPooling, BiGRU, gru_cell, scatter_utterances
+from iein.layers import AttentionPooling, BiGRU, gru_cell, scatter_utterances
+from iein.models.iein import IEIN, ECEncoder, IEINConfig, iein_loss
+from iein.text.vocab import Vocab
+
+VOCAB = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(28)])  # 30 words
+UTT_HIDDEN = 5  # GRU size of the eq. 1-3 encoder: u_i has 2 * 5 = 10 dimensions
 
 
 def tiny_cfg(**kw) -> IEINConfig:
-    base = dict(n_labels=4, vocab_size=30, embedding_dim=6, utterance_hidden=5, emotion_dim=3, iterations=2, dropout=0.0)
+    base = dict(n_labels=4, emotion_dim=3, iterations=2, dropout=0.0)
     base.update(kw)
     return IEINConfig(**base)
 
 
-def tiny_batch(seed: int = 0):
+def tiny_encoder(hidden: int = UTT_HIDDEN, embedding_dim: int = 6) -> GloveBiGRU:
+    cfg = GloveBiGRUConfig(vocab_size=len(VOCAB), embedding_dim=embedding_dim, hidden=hidden, dropout=0.0)
+    return GloveBiGRU(cfg, WordFeaturizer(VOCAB))
+
+
+def tiny_model(**kw) -> IEIN:
+    return IEIN(tiny_cfg(**kw), tiny_encoder())
+
+
+def tiny_batch(seed: int = 0) -> Batch:
     """Two dialogues (3 and 2 utterances) with padded words and one padded utterance slot."""
     g = torch.Generator().manual_seed(seed)
     word_lengths = torch.tensor([4, 2, 3, 1, 4])
@@ -26,15 +43,30 @@ def tiny_batch(seed: int = 0):
     for i, n in enumerate(word_lengths.tolist()):
         tokens[i, :n] = torch.randint(2, 30, (n,), generator=g)
     n_utts = torch.tensor([3, 2])
+    speakers = torch.tensor([[0, 1, 0], [0, 1, -1]])
     labels = torch.tensor([[0, 1, 2], [3, 1, IGNORE]])
-    return tokens, word_lengths, n_utts, labels
+    return Batch((tokens, word_lengths), n_utts, speakers, labels, [0, 1])
+
+
+def with_inputs(batch: Batch, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> Batch:
+    """``batch`` with other word ids and/or gold labels."""
+    tok = batch.inputs[0] if tokens is None else tokens
+    return Batch((tok, batch.inputs[1]), batch.n_utts, batch.speakers,
+                 batch.labels if labels is None else labels, batch.index)
+
+
+def steps_of(model: IEIN, batch: Batch) -> list[torch.Tensor]:
+    return model(batch).steps
 
 
 def test_context_hidden_matches_paper_sizes():
     # eq. 7 sums GRU states with [u; e]: hidden must be 2*utt_hidden + emotion_dim
-    assert IEINConfig(utterance_hidden=100, emotion_dim=32).context_hidden == 232  # MELD
-    assert IEINConfig(utterance_hidden=50, emotion_dim=32).context_hidden == 132  # IEMOCAP
-    assert IEINConfig(utterance_hidden=50, variant="no_label").context_hidden == 100
+    def ec_hidden(hidden: int, **kw) -> int:
+        return IEIN(IEINConfig(**kw), tiny_encoder(hidden=hidden)).ec_encoder.gru.hidden_size
+
+    assert ec_hidden(100, emotion_dim=32) == 232  # MELD
+    assert ec_hidden(50, emotion_dim=32) == 132  # IEMOCAP
+    assert ec_hidden(50, variant="no_label") == 100
 
 
 def test_config_rejects_bad_values():
@@ -93,7 +125,7 @@ def test_scatter_utterances():
 def test_emotion_embedding_is_probability_weighted_sum():
     # eq. 4: e_i = sum_j p_i^j x_j
     cfg = tiny_cfg()
-    ec = ECEncoder(cfg)
+    ec = ECEncoder(cfg, 2 * UTT_HIDDEN)
     p = torch.tensor([[0.5, 0.25, 0.25, 0.0]])
     x = ec.emotion_embedding.weight.T  # rows are the emotion embeddings x_j
     expected = 0.5 * x[0] + 0.25 * x[1] + 0.25 * x[2]
@@ -102,13 +134,15 @@ def test_emotion_embedding_is_probability_weighted_sum():
 
 def test_ec_encoder_residual_eq7():
     cfg = tiny_cfg()
-    ec = ECEncoder(cfg)
+    utterance_dim = 2 * UTT_HIDDEN
+    ec = ECEncoder(cfg, utterance_dim)
+    assert ec.gru.hidden_size == utterance_dim + cfg.emotion_dim
     with torch.no_grad():  # zero GRU => h_i = [u_i; e_i] exactly (eq. 7 residual)
         for p in ec.gru.parameters():
             p.zero_()
-        ec.classifier.weight.copy_(torch.eye(cfg.n_labels, cfg.context_hidden))
+        ec.classifier.weight.copy_(torch.eye(cfg.n_labels, utterance_dim + cfg.emotion_dim))
         ec.classifier.bias.zero_()
-    u = torch.randn(1, 2, cfg.utterance_dim)
+    u = torch.randn(1, 2, utterance_dim)
     p = torch.softmax(torch.randn(1, 2, cfg.n_labels), -1)
     logits = ec(u, p, torch.tensor([2]))
     # GRU with zero weights: n = 0, z = 0.5 -> h stays 0, so logits = first L dims of [u; e]
@@ -120,9 +154,10 @@ def test_ec_encoder_residual_eq7():
 def test_padding_does_not_leak(variant, grad):
     torch.set_grad_enabled(grad)
     torch.manual_seed(0)
-    model = IEIN(tiny_cfg(variant=variant)).eval()
-    tokens, wl, n_utts, labels = tiny_batch()
-    ref = model(tokens, wl, n_utts, gold=labels)
+    model = tiny_model(variant=variant).eval()
+    batch = tiny_batch()
+    (tokens, wl), labels = batch.inputs, batch.labels
+    ref = steps_of(model, batch)
     # change every padded word and add an extra padded word column
     tokens2 = tokens.clone()
     for i, n in enumerate(wl.tolist()):
@@ -132,46 +167,49 @@ def test_padding_does_not_leak(variant, grad):
     labels2 = labels.clone()
     labels2[1, 2] = 3
     for t, lab in ((tokens2, labels), (tokens3, labels2)):
-        out = model(t, wl, n_utts, gold=lab)
+        out = steps_of(model, with_inputs(batch, t, lab))
+        assert len(out) == len(ref)
         for a, b in zip(ref, out):
             assert torch.equal(a[0], b[0]) and torch.equal(a[1, :2], b[1, :2])
     torch.set_grad_enabled(True)
 
 
 def test_number_of_steps_and_shapes():
-    tokens, wl, n_utts, labels = tiny_batch()
+    batch = tiny_batch()
     for t in (0, 1, 3):
-        steps = IEIN(tiny_cfg(iterations=t))(tokens, wl, n_utts)
-        assert len(steps) == t + 1 and all(s.shape == (2, 3, 4) for s in steps)
-    assert len(IEIN(tiny_cfg(variant="no_label"))(tokens, wl, n_utts)) == 2
-    assert IEIN(tiny_cfg(variant="no_label")).ec_encoder.emotion_embedding is None
+        model = tiny_model(iterations=t)
+        steps = steps_of(model, batch)
+        assert len(steps) == t + 1 == model.n_steps and all(s.shape == (2, 3, 4) for s in steps)
+    assert len(steps_of(tiny_model(variant="no_label"), batch)) == 2
+    assert tiny_model(variant="no_label").ec_encoder.emotion_embedding is None
 
 
 def test_iterations_share_one_ec_encoder():
     # eq. 10: the same EC-Encoder at every step; feeding step-1 output back gives step 2
     torch.manual_seed(0)
-    model = IEIN(tiny_cfg(iterations=2)).eval()
-    tokens, wl, n_utts, _ = tiny_batch()
-    steps = model(tokens, wl, n_utts)
-    u = model.encode_utterances(tokens, wl, n_utts)
-    again = model.ec_encoder(u, torch.softmax(steps[1], -1), n_utts)
+    model = tiny_model(iterations=2).eval()
+    batch = tiny_batch()
+    steps = steps_of(model, batch)
+    u = model.utterance_vectors(batch)
+    again = model.ec_encoder(u, torch.softmax(steps[1], -1), batch.n_utts)
     assert torch.allclose(again, steps[2], atol=1e-6)
 
 
 def test_gold_label_never_sees_its_own_label():
     torch.manual_seed(0)
-    model = IEIN(tiny_cfg(variant="gold_label")).eval()
-    tokens, wl, n_utts, labels = tiny_batch()
-    ref = model(tokens, wl, n_utts, gold=labels)[-1]
-    changed = labels.clone()
+    model = tiny_model(variant="gold_label").eval()
+    assert model.is_oracle and not tiny_model().is_oracle
+    batch = tiny_batch()
+    ref = steps_of(model, batch)[-1]
+    changed = batch.labels.clone()
     changed[0, 1] = 3  # change the gold label of utterance 1 in dialogue 0
-    out = model(tokens, wl, n_utts, gold=changed)[-1]
+    out = steps_of(model, with_inputs(batch, labels=changed))[-1]
     assert torch.equal(out[0, 1], ref[0, 1])  # its own output is unaffected ...
     assert not torch.allclose(out[0, 0], ref[0, 0])  # ... its neighbours see it
     assert not torch.allclose(out[0, 2], ref[0, 2])
     assert torch.equal(out[1], ref[1])  # other dialogues untouched
-    with pytest.raises(ConfigError):
-        model(tokens, wl, n_utts)
+    with pytest.raises(ConfigError):  # the oracle cannot run without gold labels
+        model.iterate(model.utterance_vectors(batch), batch.n_utts)
 
 
 def test_loss_cross_entropy_terms_hand_computed():
@@ -210,6 +248,21 @@ def test_loss_ignores_padding_and_margin_does_not_push_earlier_step_down():
     assert l1.grad[0, 0, 0] < 0
 
 
+def test_model_loss_is_eq_13_with_the_configs_lambda():
+    # lambda is a model setting now (it used to be a training one): forward uses it
+    batch = tiny_batch()
+    for lam in (0.0, 7.0):
+        torch.manual_seed(0)
+        model = tiny_model(lam=lam).eval()
+        out = model(batch)
+        ref, parts = iein_loss(out.steps, batch.labels, lam)
+        assert torch.equal(out.loss, ref) and out.parts == parts
+    unlabelled = with_inputs(batch, labels=torch.full_like(batch.labels, IGNORE))
+    assert model(unlabelled).loss is None  # nothing to learn from: no loss, no NaN
+    with pytest.raises(ConfigError, match="lam"):
+        tiny_cfg(lam=-1.0)
+
+
 def test_loss_with_class_weights_and_single_step():
     logits = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     y = torch.tensor([[0, 1]])
@@ -222,27 +275,27 @@ def test_loss_with_class_weights_and_single_step():
 
 def test_detach_feedback_blocks_gradient_between_steps():
     torch.manual_seed(0)
-    tokens, wl, n_utts, labels = tiny_batch()
-    model = IEIN(tiny_cfg(iterations=1, detach_feedback=True))
-    steps = model(tokens, wl, n_utts)
+    model = tiny_model(iterations=1, detach_feedback=True)
+    steps = steps_of(model, tiny_batch())
     steps[1].sum().backward()
+    assert model.ec_encoder.classifier.weight.grad is not None  # the step itself is trained
     assert model.initial_classifier.weight.grad is None or torch.all(model.initial_classifier.weight.grad == 0)
 
 
 def test_feedback_dropout_only_acts_in_training():
-    tokens, wl, n_utts, _ = tiny_batch()
+    batch = tiny_batch()
     torch.manual_seed(0)
-    plain = IEIN(tiny_cfg()).eval()
+    plain = tiny_model().eval()
     torch.manual_seed(0)
-    dropped = IEIN(tiny_cfg(feedback_dropout=0.5)).eval()
-    for a, b in zip(plain(tokens, wl, n_utts), dropped(tokens, wl, n_utts)):
+    dropped = tiny_model(feedback_dropout=0.5).eval()
+    for a, b in zip(steps_of(plain, batch), steps_of(dropped, batch)):
         assert torch.equal(a, b)  # eval: identical
     dropped.train()
     torch.manual_seed(1)
-    s1 = dropped(tokens, wl, n_utts)
+    s1 = steps_of(dropped, batch)
     dropped.ec_encoder.dropout.p = 0.0
     torch.manual_seed(1)
-    s2 = dropped(tokens, wl, n_utts)
+    s2 = steps_of(dropped, batch)
     assert torch.equal(s1[0], s2[0])  # P^0 does not depend on feedback dropout
     with pytest.raises(ConfigError):
         tiny_cfg(feedback_dropout=1.0)
@@ -265,26 +318,42 @@ def test_bigru_inference_path_follows_loaded_weights_and_leaves_rng_alone():
 
 @pytest.mark.parametrize("variant", ["iein", "no_label", "gold_label"])
 def test_inference_path_equals_the_batched_forward(variant, monkeypatch):
-    """``infer_probs`` (evaluation, Recognizer, server) encodes utterances in length-sorted
-    chunks instead of the training batch layout; it must give the forward's probabilities."""
-    import numpy as np
-
+    """``infer`` (evaluation, Recognizer, server) encodes utterances in length-sorted
+    chunks (``encoder.encode_many``) instead of the training batch layout; it must give
+    the forward's probabilities."""
     import iein.evaluation.evaluate as ev
-    from iein.training.batching import EncodedConversation
 
     torch.manual_seed(0)
-    model = IEIN(tiny_cfg(variant=variant)).eval()
-    tokens, wl, n_utts, labels = tiny_batch()
+    model = tiny_model(variant=variant).eval()
+    batch = tiny_batch()
+    (tokens, wl), labels = batch.inputs, batch.labels
     with torch.no_grad():
-        ref = torch.stack([torch.softmax(s, -1) for s in model(tokens, wl, n_utts, gold=labels)], dim=1).numpy()
+        ref = torch.stack([torch.softmax(s, -1) for s in steps_of(model, batch)], dim=1).numpy()
     utts = [tokens[i, : int(wl[i])].numpy() for i in range(len(wl))]
-    items = [EncodedConversation("a", utts[:3], labels[0].numpy()),
-             EncodedConversation("b", utts[3:], labels[1, :2].numpy())]
-    monkeypatch.setattr(ev, "CHUNK_TOKENS", 4)  # several chunks even for this tiny batch
-    got = ev.infer_probs(model, items)
-    assert got.shape == ref.shape
+    items = [EncodedConversation("a", utts[:3], labels[0].numpy(), batch.speakers[0].numpy()),
+             EncodedConversation("b", utts[3:], labels[1, :2].numpy(), batch.speakers[1, :2].numpy())]
+    # several chunks even for this tiny batch
+    monkeypatch.setattr(model.utterance_encoder, "chunk_tokens", 4)
+    got, ids = ev.infer(model, items)
+    assert got.shape == ref.shape and ids.shape == ref.shape[:-1]
     np.testing.assert_allclose(got[0], ref[0], atol=1e-6)
     np.testing.assert_allclose(got[1, :, :2], ref[1, :, :2], atol=1e-6)
+    assert np.array_equal(ids[0], got[0].argmax(-1)) and np.array_equal(ids[1, :, :2], got[1, :, :2].argmax(-1))
     per_conv = ev.predict_steps(model, items[::-1], batch_size=1)  # order of the input kept
-    np.testing.assert_allclose(per_conv[1], ref[0], atol=1e-6)
-    np.testing.assert_allclose(per_conv[0], ref[1, :, :2], atol=1e-6)
+    np.testing.assert_allclose(per_conv[1].probs, ref[0], atol=1e-6)
+    np.testing.assert_allclose(per_conv[0].probs, ref[1, :, :2], atol=1e-6)
+    assert np.array_equal(per_conv[1].ids, ids[0]) and np.array_equal(per_conv[0].ids, ids[1, :, :2])
+
+
+def test_encode_many_chunks_equal_one_batch():
+    """The inference chunking itself (several length-sorted chunks) reproduces the
+    encoder's forward over the whole collated batch, in the input order."""
+    torch.manual_seed(0)
+    enc = tiny_encoder().eval()
+    (tokens, wl) = tiny_batch().inputs
+    utts = [tokens[i, : int(wl[i])].numpy() for i in range(len(wl))]
+    with torch.no_grad():
+        ref = enc((tokens, wl))
+        enc.chunk_tokens = 4
+        got = enc.encode_many(utts)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)

@@ -19,13 +19,16 @@ from iein.data.conversation import Conversation, Corpus, Utterance
 from iein.data.generic import write_conversations
 from iein.errors import CheckpointError, DataError, IeinError
 from iein.evaluation.evaluate import predict_steps
+from iein.data.batching import encode_with
+from iein.encoders.glove_bigru import GloveBiGRU, GloveBiGRUConfig
 from iein.models.iein import IEIN, IEINConfig
 from iein.recognizer import MAX_UTTERANCE_CHARS, Recognizer, format_trace
-from iein.training.batching import encode_conversations
 from iein.training.config import TrainConfig
+from iein.training.experiment import ExperimentConfig
 from iein.training.trainer import prepare, train
 
-TINY = dict(utterance_hidden=8, emotion_dim=4, iterations=2)
+TINY = ExperimentConfig("generic", "iein", "glove-bigru", model=dict(emotion_dim=4, iterations=2),
+                        encoder_config=dict(hidden=8), train=TrainConfig(max_epochs=1, threads=1, seed=0))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,8 +50,7 @@ def meld(shared_data: Path) -> Corpus:
 def ckpt(meld: Corpus, tmp_path_factory) -> Path:
     small = Corpus(meld.name, meld.labels, {"train": meld["train"][:30], "dev": meld["dev"][:8], "test": []})
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    train(prepare(small, log=lambda _: None), TINY, TrainConfig(max_epochs=1, threads=1, seed=0), out=path,
-          log=lambda _: None, evaluate_test=False)
+    train(prepare(small, log=lambda _: None), TINY, out=path, log=lambda _: None, evaluate_test=False)
     return path
 
 
@@ -64,7 +66,8 @@ def dialogues(meld: Corpus) -> list[Conversation]:
 
 def reference(rec: Recognizer, convs: list[Conversation]) -> list[np.ndarray]:
     """The evaluation path's probabilities, (steps, n, labels) per conversation."""
-    return predict_steps(rec.model, encode_conversations(convs, rec._loaded.vocab, None))
+    feat = rec._loaded.featurizer
+    return [p.probs for p in predict_steps(rec.model, [encode_with(c, feat.featurize(c), None) for c in convs])]
 
 
 def assert_same_results(a: list[list[dict]], b: list[list[dict]]) -> None:
@@ -135,9 +138,10 @@ def test_no_label_variant_agrees_with_model_forward(rec, dialogues):
     vocab = rec._loaded.vocab
     for variant in ("no_label", "iein"):
         torch.manual_seed(0)
-        cfg = IEINConfig(n_labels=7, vocab_size=len(vocab), embedding_dim=50, utterance_hidden=6, emotion_dim=3,
-                         iterations=3, variant=variant)
-        other = Recognizer(LoadedModel(IEIN(cfg).eval(), vocab, rec.labels, {}))
+        cfg = IEINConfig(n_labels=7, emotion_dim=3, iterations=3, variant=variant)
+        enc = GloveBiGRU(GloveBiGRUConfig(vocab_size=len(vocab), embedding_dim=50, hidden=6), rec._loaded.featurizer)
+        other = Recognizer(LoadedModel(IEIN(cfg, enc).eval(), rec.labels, {}))
+        assert other.steps == (4 if variant == "iein" else 2)
         for conv, probs in zip(dialogues[:8], reference(other, dialogues[:8])):
             out = other.predict(conv)
             np.testing.assert_allclose(np.array([[o["probs"][x] for x in other.labels] for o in out]), probs[-1],
@@ -151,15 +155,17 @@ def test_load_errors_and_card(rec, ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         Recognizer.load(tmp_path / "missing.safetensors")
     gold = tmp_path / "gold.safetensors"
-    cfg = IEINConfig(n_labels=7, vocab_size=len(rec._loaded.vocab), embedding_dim=50, utterance_hidden=4,
-                     emotion_dim=2, variant="gold_label")
-    save_checkpoint(gold, IEIN(cfg), rec._loaded.vocab, rec.labels)
+    cfg = IEINConfig(n_labels=7, emotion_dim=2, variant="gold_label")
+    enc = GloveBiGRU(GloveBiGRUConfig(vocab_size=len(rec._loaded.vocab), embedding_dim=50, hidden=4),
+                     rec._loaded.featurizer)
+    save_checkpoint(gold, IEIN(cfg, enc), rec.labels)
     with pytest.raises(CheckpointError, match="gold_label.*cannot label new conversations"):
         Recognizer.load(gold)
 
     card = rec.card
-    assert "vocab" not in card and card["labels"] == list(rec.labels)
-    assert card["model_config"]["utterance_hidden"] == 8 and card["vocab_size"] == len(rec._loaded.vocab)
+    assert "vocab" not in card and "featurizer" not in card and card["labels"] == list(rec.labels)
+    assert card["encoder_config"]["hidden"] == 8 and card["vocab_size"] == len(rec._loaded.vocab)
+    assert (card["model_type"], card["encoder_type"]) == ("iein", "glove-bigru")
     assert "model_card" not in card
     copy = tmp_path / "m.safetensors"
     copy.write_bytes(ckpt.read_bytes())
@@ -255,11 +261,14 @@ def test_cli_csv_roundtrip(rec, ckpt, dialogues, tmp_path, capsys):
     assert rc == 0
     with open(dst, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["dialogue_id", "speaker", "text", "label", "step0", "step1", "step2", "prob"]
+    assert list(rows[0]) == ["dialogue_id", "speaker", "text", "label", "gold", "step0", "step1", "step2", "prob",
+                             "note"]
     expected = [(c.id, e) for c in dialogues[:10] for e in rec.predict(c)]
     assert len(rows) == len(expected)
     for row, (cid, e) in zip(rows, expected):
-        assert (row["dialogue_id"], row["speaker"], row["text"], row["label"]) == (cid, e["speaker"], e["text"], e["label"])
+        assert (row["dialogue_id"], row["speaker"], row["text"], row["label"], row["gold"]) == (
+            cid, e["speaker"], e["text"], e["label"], e["gold"])
+        assert row["note"] == ""  # no empty texts in these dialogues
         assert [row[f"step{s}"] for s in range(3)] == e["steps"]
         assert float(row["prob"]) == pytest.approx(e["probs"][e["label"]], abs=1e-6)
     # --format csv to stdout, from JSONL input

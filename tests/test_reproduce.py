@@ -46,7 +46,9 @@ def test_plan_dedupes_shared_runs_and_counts():
     assert all(s.seed == 0 for s in plan[:first_seed1]) and len({s.key for s in plan[:first_seed1]}) == 16
     quick = build_plan("meld", 2, 2, quick=True)
     assert all(s.key.startswith("meld/meld+quick/") for s in quick) and len(quick) == 16
-    assert quick[0].model_config()["utterance_hidden"] == 8 and quick[0].train_config()["max_epochs"] == 1
+    assert quick[0].encoder_config()["hidden"] == 8 and quick[0].train_config()["max_epochs"] == 1
+    assert quick[0].model_config()["emotion_dim"] == 4 and quick[0].model_config()["lam"] == 5.0  # meld's lambda
+    assert main.encoder_config()["hidden"] == 100 and "lam" not in main.train_config()
     with pytest.raises(ConfigError):
         build_plan("dailydialog")
     with pytest.raises(ConfigError):
@@ -241,6 +243,31 @@ def test_report_from_fixed_runs_jsonl(fixture_dir: Path):
     total = sum(8.0 * (9 + s) + 4.0 for s in range(3))
     assert f"{100 * until / total:.0f}%" == _row(time_md, "MELD")[4]
     assert _row(time_md, "MELD")[1] == str(len(sel("meld", "iein", 2)) * 8)  # 8 configurations x 3 seeds
+
+
+def _new_format(record: dict) -> dict:
+    """A run record as the runner writes it now that models and encoders are components:
+    the encoder's GRU size in ``encoder_config``, lambda in ``model_config``."""
+    if record.get("kind") != "run":
+        return record
+    rec = json.loads(json.dumps(record))
+    model, train = rec["model_config"], rec["train_config"]
+    rec.update(arch="iein", encoder="glove-bigru", encoder_config={"hidden": model.pop("utterance_hidden")})
+    model["lam"] = train.pop("lam")
+    return rec
+
+
+def test_report_reads_old_and_new_run_records_alike(fixture_dir: Path):
+    render_report(fixture_dir)
+    old = (fixture_dir / "report.md").read_text()
+    # the fixture's settings: only lr differs from section 3.3 (1e-3 vs the paper's 1e-4)
+    assert "MELD settings that differ from section 3.3: lr 0.001 (paper 0.0001)." in old
+    path = fixture_dir / "runs.jsonl"
+    recs = [_new_format(r) for r in read_records(path)]
+    assert any("encoder_config" in r for r in recs)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    render_report(fixture_dir)
+    assert (fixture_dir / "report.md").read_text() == old
 
 
 def test_patience_replay_follows_the_trainers_rule():

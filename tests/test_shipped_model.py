@@ -9,7 +9,7 @@ import pytest
 from iein import Recognizer
 from iein.data.registry import load_corpus
 from iein.evaluation.evaluate import evaluate_model, predict_steps
-from iein.training.batching import encode_conversations
+from iein.data.batching import encode_with
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,13 @@ def test_shipped_model_reproduces_card_test_score(card, shared_data):
     rec = Recognizer.load("meld")
     loaded = rec._loaded  # the checkpoint behind the API: same vocab, labels and weights
     test = load_corpus("meld", shared_data / "meld")["test"]
-    data = encode_conversations(test, loaded.vocab, loaded.labels)
+    index = {name: i for i, name in enumerate(loaded.labels)}
+    data = [encode_with(c, f, index) for c, f in zip(test, loaded.featurizer.featurize_many(test))]
     scores = evaluate_model(loaded.model, data, loaded.labels)
     assert abs(scores["final"]["weighted_f1"] - card["test_weighted_f1"]) <= 0.01
     # and the API's labels are the evaluation path's labels on a real dialogue
     conv = test[0]
     api = [u["label"] for u in rec.predict([(u.speaker, u.text) for u in conv.utterances])]
-    probs = predict_steps(loaded.model, data[:1])[0]
-    assert api == [loaded.labels[i] for i in probs[-1].argmax(-1)]
+    pred = predict_steps(loaded.model, data[:1])[0]
+    assert api == [loaded.labels[i] for i in pred.probs[-1].argmax(-1)]
+    assert api == [loaded.labels[i] for i in pred.ids[-1]]

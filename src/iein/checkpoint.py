@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from . import __version__
 from .errors import CheckpointError, ConfigError
 from .models.base import ConversationModel
 from .models.registry import build_model
-from .utils import atomic_path
+from .utils import atomic_write_bytes
 
 FORMAT = "iein-checkpoint/2"
 FORMAT_V1 = "iein-checkpoint/1"
@@ -86,7 +86,8 @@ def save_checkpoint(path: str | Path, model: ConversationModel, labels: tuple[st
         "model_type": model.model_type,
         "model_config": model.config.to_dict(),
         "encoder_type": enc.encoder_type,
-        "encoder_config": enc.config.to_dict(),
+        # a feature-cache folder is a local path of this machine, not part of the model
+        "encoder_config": {k: ("" if k == "cache_dir" else v) for k, v in enc.config.to_dict().items()},
         "featurizer": enc.featurizer.state(),
         "labels": list(labels),
         **meta,
@@ -94,8 +95,9 @@ def save_checkpoint(path: str | Path, model: ConversationModel, labels: tuple[st
     state = checkpoint_state(model)
     raw = json.dumps(header)
     sums = json.dumps({"meta": hashlib.sha256(raw.encode()).hexdigest(), "tensors": tensor_sha256(state)})
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={_META_KEY: raw, _SUM_KEY: sums})
+    # Serialised in memory, then written by atomic_write_bytes: safetensors' own save_file
+    # makes a `.tmpXXXXXX` file of its own next to the target, which a kill would strand.
+    atomic_write_bytes(path, save(state, metadata={_META_KEY: raw, _SUM_KEY: sums}))
     return path
 
 

@@ -168,7 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data.generic import MAX_UTTERANCES, iter_conversations
     from .recognizer import (MAX_UTTERANCE_CHARS, Recognizer, csv_header, csv_rows, format_trace,
                              jsonl_record)
-    from .utils import atomic_path, torch_threads
+    from .utils import atomic_path, plural, torch_threads
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
@@ -182,7 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # A progress bar on a terminal's stderr, unless it would interleave with output on that terminal.
     progress = sys.stderr.isatty() and not (stdout_is_tty and (args.trace or args.out is None))
     color = stdout_is_tty and not os.environ.get("NO_COLOR")
-    n_convs = n_utts = 0
+    n_convs = n_utts = n_empty = 0
     try:
         with contextlib.ExitStack() as stack:
             fh = None
@@ -209,6 +209,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         print(format_trace(pred, color=color, width=args.trace_width) + "\n")
                     n_convs += 1
                     n_utts += len(pred.conversation)
+                    n_empty += sum(not u.text for u in pred.conversation.utterances)
                     bar.update(len(pred.conversation))
             if fh is not None and fh is not sys.stdout:
                 fh.flush()
@@ -220,7 +221,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if n_convs == 0:
         print(f"note: no conversations in {source_name(args.input)}", file=sys.stderr)
     elif args.out is not None:
-        print(f"{n_convs} conversations, {n_utts} utterances -> {args.out}", file=sys.stderr)
+        print(f"{plural(n_convs, 'conversation')}, {plural(n_utts, 'utterance')} -> {args.out}", file=sys.stderr)
+    if n_empty:  # the same note as on each such utterance of the JSONL/CSV output
+        print(f"note: {plural(n_empty, 'utterance')} with empty text, labelled from context only",
+              file=sys.stderr)
     return 0
 
 
@@ -234,12 +238,18 @@ def cmd_data(args: argparse.Namespace) -> int:
         download(args.name, dest, base_url=args.base_url)
         print(f"{args.name}: files verified in {dest}")
         return 0
+    from .utils import plural
+
+    def column(n: int, noun: str, digits: int) -> str:  # "   1 dialogue " lines up with "  12 dialogues"
+        number, word = plural(n, noun).split(" ", 1)
+        return f"{number:>{digits}s} {word:<{len(noun) + 1}s}"
+
     corpus = _load_corpus(args)
     print(f"{corpus.name}: labels {', '.join(corpus.labels)}")
     for split in corpus.splits:
         n_dlg, n_utt = corpus.stats(split)
         counts = ", ".join(f"{k} {v}" for k, v in corpus.label_counts(split).most_common())
-        print(f"  {split:5s} {n_dlg:6d} dialogues {n_utt:7d} utterances | {counts}")
+        print(f"  {split:5s} {column(n_dlg, 'dialogue', 6)} {column(n_utt, 'utterance', 7)} | {counts}")
         for note in corpus.notes.get(split, []):
             print(f"    note: {note}")
     return 0
@@ -280,6 +290,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .utils import plural
     from .reproduce.report import render_report
     from .reproduce.runner import reproduce
 
@@ -289,7 +300,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         data_root=args.data_root, embeddings=args.embeddings, max_runs=args.max_runs,
     )
     path = render_report(args.out)
-    print(f"{len(summary['run'])} runs done now, {summary['skipped']} before, {summary['remaining']} "
+    print(f"{plural(len(summary['run']), 'run')} done now, {summary['skipped']} before, {summary['remaining']} "
           f"remaining, {len(summary['failed'])} failed; report {path}")
     return 1 if summary["failed"] else 0
 

@@ -150,3 +150,17 @@ def reverse_within_lengths(lengths: Tensor, max_len: int) -> Tensor:
     direction of DialogueRNN."""
     pos = torch.arange(max_len, device=lengths.device)[None, :]
     return torch.where(pos < lengths[:, None], lengths[:, None] - 1 - pos, pos)
+
+
+def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """The GRU state update from ready gate projections ``gi = W_ih x + b_ih`` and
+    ``gh = W_hh h + b_hh`` (PyTorch's gate order r, z, n): the caller may project all of a
+    sequence's inputs at once outside its time loop, or add projections of several input
+    parts.  Same function as ``nn.GRUCell`` (equal up to float rounding).  Used by
+    DialogueRNN's recurrence."""
+    hidden = h.size(-1)
+    i_rz, i_n = gi.split([2 * hidden, hidden], dim=-1)
+    h_rz, h_n = gh.split([2 * hidden, hidden], dim=-1)
+    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
+    n = torch.tanh(i_n + r * h_n)
+    return n + z * (h - n)  # = (1 - z) * n + z * h

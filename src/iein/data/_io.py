@@ -108,8 +108,10 @@ def iter_csv_records(
         for row in reader:
             if row:
                 if len(row) != len(header):
+                    from ..utils import plural  # here: iein.utils imports numpy, the readers do not
+
                     raise DataError(
-                        f"{name}:{start}: {len(row)} fields, but the header has {len(header)}"
+                        f"{name}:{start}: {plural(len(row), 'field')}, but the header has {len(header)}"
                     )
                 yield start, dict(zip(header, row))
             start = current[0] + 1

@@ -165,7 +165,8 @@ def download(
 ) -> Path:
     """Download dataset ``name`` into the directory ``dest`` (the dataset folder itself).
 
-    Files already present with the right hash are kept.  Returns ``dest``.
+    Files already present with the right hash are kept.  Returns ``dest``.  On failure the
+    folders created for it are removed again if they are still empty.
     """
     dest = Path(dest).expanduser()
     if name == "iemocap":
@@ -173,9 +174,39 @@ def download(
     if name not in SHA256:
         raise DataError(f"unknown dataset {name!r} (downloadable: {', '.join(SHA256)})")
     base_url = base_url or os.environ.get(ENV_BASE_URL) or None
-    dest.mkdir(parents=True, exist_ok=True)
-    if name == "meld":
-        _download_meld(dest, base_url, progress)
-    else:
-        _download_dailydialog(dest, base_url, progress)
+    created = _make_folder(dest)
+    try:
+        if name == "meld":
+            _download_meld(dest, base_url, progress)
+        else:
+            _download_dailydialog(dest, base_url, progress)
+    except BaseException:  # also Ctrl-C: a failed first download leaves no empty folder behind
+        _remove_empty(created)
+        raise
     return dest
+
+
+def _make_folder(dest: Path) -> list[Path]:
+    """Create ``dest`` and its missing parents; return the folders created, deepest first."""
+    created: list[Path] = []
+    folder = dest
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{dest}: cannot create the folder: {e.strerror or e}") from None
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders this download created, deepest first, while they are empty.
+
+    ``rmdir`` removes only empty folders, so a file (a verified download, or anything put
+    there meanwhile) and every folder that existed before are always kept."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

@@ -173,13 +173,29 @@ def _format_of(src: Source, fmt: str | None) -> str | None:
     return None
 
 
-def _parse_json(text: str, where: str) -> Any:
+def _json_error(e: json.JSONDecodeError, name: str, first_line: int = 1) -> DataError:
+    """A one-line error at the real ``file:line`` and column of a JSON syntax error.
+
+    ``e.doc`` starts at line ``first_line`` of the file.  An error at the end of the text
+    (a truncated document, ``Expecting value``) is placed just after its last non-blank
+    character, where the text breaks off, not on the empty line after its final newline.
+    """
+    pos = e.pos
+    if not e.doc[pos:].strip():
+        pos = min(pos, len(e.doc.rstrip()))
+    lineno = e.doc.count("\n", 0, pos) + 1
+    colno = pos - (e.doc.rfind("\n", 0, pos) + 1) + 1
+    return DataError(f"{name}:{first_line + lineno - 1}: malformed JSON: {e.msg} (column {colno})")
+
+
+def _parse_json(text: str, name: str, lineno: int) -> Any:
+    """One JSONL line (line ``lineno`` of ``name``)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{where}: malformed JSON: {e.msg} (column {e.colno})") from None
+        raise _json_error(e, name, lineno) from None
     except RecursionError:
-        raise DataError(f"{where}: malformed JSON: nested too deeply") from None
+        raise DataError(f"{name}:{lineno}: malformed JSON: nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -214,7 +230,7 @@ def _iter_jsonl(lines: Lines, name: str, stem: str, limits: _Limits) -> Iterator
         for lineno, line in lines:
             if line.strip():
                 where = f"{name}:{lineno}"
-                obj = _parse_json(line, where)
+                obj = _parse_json(line, name, lineno)
                 yield limits.conversation(obj, where, f"{stem}:{lineno}"), where
 
     return _unique_ids(convs())
@@ -231,9 +247,7 @@ def _iter_json(lines: Lines, name: str, stem: str, limits: _Limits) -> Iterator[
         if e.msg == "Extra data":  # several documents: JSON Lines in a .json file
             yield from _iter_jsonl(buffered, name, stem, limits)
             return
-        raise DataError(
-            f"{name}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})"
-        ) from None
+        raise _json_error(e, name, buffered[0][0]) from None
     except RecursionError:
         raise DataError(f"{name}: malformed JSON: nested too deeply") from None
     if isinstance(doc, dict):  # a single conversation
@@ -265,9 +279,11 @@ def _iter_csv(lines: Lines, name: str, limits: _Limits) -> Iterator[Conversation
                 )
             started[dialogue], current, utterances = line, dialogue, []
         if len(utterances) >= limits.max_utterances:
+            from ..utils import plural  # here: iein.utils imports numpy, the readers do not
+
             raise DataError(
                 f"{where}: dialogue {dialogue!r} has more than the limit of "
-                f"{limits.max_utterances} utterances"
+                f"{plural(limits.max_utterances, 'utterance')}"
             )
         label = rec.get(CSV_LABEL_COLUMN, "").strip() or None
         utterances.append(make_utterance(rec["speaker"], rec["text"], label, where,

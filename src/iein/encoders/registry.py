@@ -6,10 +6,10 @@ from ..errors import ConfigError
 from .base import UtteranceEncoder
 from .glove_bigru import GloveBiGRU
 from .glove_cnn import GloveCNN
+from .transformer import TransformerEncoder
 
 ENCODERS: dict[str, type[UtteranceEncoder]] = {
-    GloveBiGRU.encoder_type: GloveBiGRU,
-    GloveCNN.encoder_type: GloveCNN,
+    cls.encoder_type: cls for cls in (GloveBiGRU, GloveCNN, TransformerEncoder)
 }
 
 

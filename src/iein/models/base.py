@@ -53,6 +53,8 @@ class ConversationModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]]
     #: One line for ``iein presets`` and the report: the paper the model comes from.
     reference: ClassVar[str] = ""
+    #: False for losses without per-utterance terms (a CRF's sequence likelihood).
+    supports_class_weight: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, encoder: UtteranceEncoder) -> None:
         super().__init__()

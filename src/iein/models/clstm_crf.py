@@ -108,6 +108,7 @@ class CLSTMCRF(CLSTM):
     config_class = CLSTMCRFConfig
     reference = "Lu et al. (COLING 2020) cLSTM+CRF baseline: bc-LSTM (Poria et al. 2017) + linear-chain CRF (Lafferty et al. 2001)"
     config: CLSTMCRFConfig
+    supports_class_weight = False
 
     def __init__(self, config: CLSTMCRFConfig, encoder: UtteranceEncoder) -> None:
         super().__init__(config, encoder)

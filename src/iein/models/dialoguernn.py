@@ -31,15 +31,20 @@ because that is what the reported results come from:
   q_{s(u_t),t} (the paper names visual cues v_{i,t}, which text-only data lacks);
 * the classifier hidden layer is 2*D_h wide for the bidirectional model.
 
-What we do differently from the code, without changing the function:
+What we do differently from the code, without changing the function (eval-mode outputs
+match the authors' ``BiModel`` with the same weights up to float rounding; see
+``bench/bench_context_speed.py`` for the speed):
 
-* the party GRU runs on the speaker's state only (B rows), not on all parties of every
-  dialogue followed by a mask (B x parties rows), and the speaker's state is picked with
-  one ``gather`` instead of a Python loop over the batch (twice per step in the code);
-* a conversation has as many party slots as the batch's largest party index + 1 (any
-  number; MELD has up to 9), and party states change only at real utterances, so padded
-  utterances never change real outputs.  The backward pass reverses every dialogue within
-  its own length (like :class:`iein.layers.BiRNN`), so padding stays after the real steps.
+* the batch is packed (dialogues sorted longest first), so padded steps are never computed
+  and cannot change real outputs; the code runs every step over the whole batch;
+* the party GRU runs on the speaker's state only (one row per dialogue), not on all parties
+  of every dialogue followed by a mask, and the speaker's state is read with one ``gather``
+  instead of a Python loop over the batch (twice per step in the code);
+* a dialogue has as many party slots as the batch's largest party index + 1 (any number;
+  MELD has up to 9), read from ``batch.speakers``, not a fixed-width one-hot speaker mask;
+* the backward direction reverses each dialogue within its own length with one ``gather``
+  (:func:`iein.layers.reverse_within_lengths`), where the code flips dialogue by dialogue;
+* eq. 12-13 are computed for all t at once (one masked softmax), not in a loop over t.
 """
 from __future__ import annotations
 
@@ -49,11 +54,12 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data.batching import Batch
 from ..encoders.base import UtteranceEncoder
 from ..errors import ConfigError
-from ..layers import reverse_within_lengths
+from ..layers import gru_update, reverse_within_lengths
 from .base import ConversationModel, ModelConfig
 
 ContextAttention = Literal["general", "simple"]
@@ -100,18 +106,29 @@ class DialogueRNNConfig(ModelConfig):
 class DialogueRNNLayer(nn.Module):
     """One direction of DialogueRNN: eq. 1-7 over a batch of right-padded conversations.
 
-    Each time step is computed for the whole batch at once; the per-dialogue party states
-    live in one ``(B, parties, D_p)`` tensor indexed by each utterance's party index.
+    How it stays fast without a per-dialogue Python loop:
+
+    * the batch is packed like ``nn.GRU``'s ``PackedSequence`` (dialogues sorted longest
+      first, time-major), so step t works on the dialogues still running: a contiguous block
+      of rows, with no padded rows computed at all (MELD batches are about half padding);
+    * every input projection that does not depend on the recurrence (the u_t parts of the
+      gates of eq. 1 and 5, W_alpha^T u_t of eq. 2) is one matrix product over all utterances
+      before the loop; the loop adds the projections of the recurrent parts;
+    * the per-dialogue party states live in one ``(dialogues, parties, D_p)`` tensor; the
+      speaker's state is read with one ``gather`` and written back with one ``scatter``, and
+      only the speaker's state goes through the party GRU.
+
     Parameter names follow the authors' ``DialogueRNNCell`` (``g_cell``, ``p_cell``,
-    ``e_cell``, ``l_cell``) so that their weights map one to one.
+    ``e_cell``, ``l_cell``; ``context_query`` is their ``attention.transform``).
     """
 
     def __init__(self, cfg: DialogueRNNConfig, utterance_dim: int) -> None:
         super().__init__()
         d_m, d_g, d_p, d_e = utterance_dim, cfg.global_dim, cfg.party_dim, cfg.emotion_dim
+        self.utterance_dim = d_m
         self.party_dim = d_p
-        self.g_cell = nn.GRUCell(d_m + d_p, d_g)  # eq. 1
-        self.p_cell = nn.GRUCell(d_m + d_g, d_p)  # eq. 5
+        self.g_cell = nn.GRUCell(d_m + d_p, d_g)  # eq. 1, input u_t (+) q_{s(u_t),t-1}
+        self.p_cell = nn.GRUCell(d_m + d_g, d_p)  # eq. 5, input u_t (+) c_t
         self.e_cell = nn.GRUCell(d_p, d_e)  # eq. 7
         self.l_cell = nn.GRUCell(d_m + d_p, d_p) if cfg.listener_state else None  # DialogueRNN_l
         self.context_attention = cfg.context_attention
@@ -121,65 +138,102 @@ class DialogueRNNLayer(nn.Module):
             self.context_score = nn.Linear(d_g, 1, bias=False)
         self.dropout = nn.Dropout(cfg.rec_dropout)
 
-    def forward(self, u: Tensor, speakers: Tensor, mask: Tensor,
+    def forward(self, u: Tensor, speakers: Tensor, lengths: Tensor,
                 return_party_states: bool = False) -> tuple[Tensor, Tensor | None]:
-        """``u (B, N, D_m)``, ``speakers (B, N)`` party index (-1 at padding), ``mask (B, N)``
-        True at real utterances -> emotion states ``e (B, N, D_e)`` and, if asked, the party
-        states after every step ``(B, N, parties, D_p)`` (for inspection and tests).
+        """``u (B, N, D_m)``, ``speakers (B, N)`` party index (-1 at padding), ``lengths (B,)``
+        -> emotion states ``e (B, N, D_e)``, zero at padding, and, if asked, every party's
+        state after every step ``(B, N, parties, D_p)`` (zero after a dialogue's end).
 
-        Outputs at padded steps are computed but meaningless; real steps never read them,
-        because padding comes after a dialogue's real utterances.
+        Padded utterances are never read: the output at real positions does not depend on them.
         """
-        batch, width, _ = u.shape
-        parties = int(speakers.max()) + 1
-        d_p = self.party_dim
-        # (B, N, 1, D_p) index of the speaker's slot; padding points at slot 0 and writes it back unchanged
-        slot = speakers.clamp(min=0)[:, :, None, None].expand(-1, -1, 1, d_p)
-        if self.context_attention == "general":
-            queries = self.context_query(u).unbind(1)  # W_alpha^T u_t of eq. 2, all t at once
-        q = u.new_zeros(batch, parties, d_p)  # q_{i,0} = 0
-        g = u.new_zeros(batch, self.g_cell.hidden_size)  # g_0 = 0
-        e = u.new_zeros(batch, self.e_cell.hidden_size)  # e_0 = 0
-        history: list[Tensor] = []  # g_1 ... g_{t-1}
-        scores: list[Tensor] = []  # "simple" attention: w^T g_j, computed once per g_j
-        emotions: list[Tensor] = []
-        party_states: list[Tensor] = []
-        for t, (u_t, slot_t, real_t) in enumerate(zip(u.unbind(1), slot.unbind(1), mask.unbind(1))):
-            speaker_prev = q.gather(1, slot_t).squeeze(1)  # q_{s(u_t),t-1}
-            g = self.dropout(self.g_cell(torch.cat([u_t, speaker_prev], dim=-1), g))  # eq. 1
-            if t == 0:
-                c = torch.zeros_like(g)  # no history yet (as in the code)
-            else:
-                hist = torch.stack(history, dim=1)  # (B, t, D_g)
-                if self.context_attention == "general":
-                    s = torch.bmm(hist, queries[t].unsqueeze(-1))  # eq. 2: (B, t, 1)
-                else:
-                    s = torch.stack(scores, dim=1)
+        lengths = lengths.cpu()
+        packed = pack_padded_sequence(u, lengths, batch_first=True, enforce_sorted=False)
+        order = packed.sorted_indices  # longest dialogue first
+        spk = pack_padded_sequence(speakers[order], lengths[order.cpu()], batch_first=True).data
+        sizes = packed.batch_sizes.tolist()  # dialogues still running at each step
+        speaker_states, party_states = self._parties(packed.data, spk, sizes, return_party_states)
+        emotions = self._emotions(speaker_states, sizes)
+        width = u.size(1)
+        out = pad_packed_sequence(packed._replace(data=emotions), batch_first=True, total_length=width)[0]
+        if party_states is not None:
+            party_states = pad_packed_sequence(packed._replace(data=party_states), batch_first=True,
+                                               total_length=width)[0]
+        return out, party_states
+
+    def _parties(self, x: Tensor, spk: Tensor, sizes: list[int],
+                 return_party_states: bool) -> tuple[Tensor, Tensor | None]:
+        """Eq. 1-6 over packed utterances ``x (total, D_m)`` and their party indices ``spk``:
+        the speaker's new state q_{s(u_t),t} of every utterance ``(total, D_p)`` and, if asked,
+        all party states after every step ``(total, parties, D_p)``."""
+        d_m, d_p, d_g = self.utterance_dim, self.party_dim, self.g_cell.hidden_size
+        g_cell, p_cell = self.g_cell, self.p_cell
+        parties = int(spk.max()) + 1
+        slots = spk[:, None, None].expand(-1, 1, d_p).split(sizes)  # speaker's slot, per step
+        # projections of the utterance parts of all inputs, for all steps at once: the gates
+        # of eq. 1 and 5 (and GRU_L) take [u_t; recurrent part], so W_ih = [W_u | W_rec]
+        u_cells = [g_cell, p_cell] + ([self.l_cell] if self.l_cell is not None else [])
+        u_gates = F.linear(x, torch.cat([c.weight_ih[:, :d_m] for c in u_cells]),
+                           torch.cat([c.bias_ih for c in u_cells])).split(sizes)
+        queries = self.context_query(x).split(sizes) if self.context_attention == "general" else None
+        # q_{s,t-1} enters eq. 1 as input and eq. 5 as hidden state: one product for both
+        w_prev = torch.cat([g_cell.weight_ih[:, d_m:], p_cell.weight_hh])
+        b_prev = torch.cat([torch.zeros_like(g_cell.bias_hh), p_cell.bias_hh])
+        w_c = p_cell.weight_ih[:, d_m:]  # the c_t columns of eq. 5
+        n_g, n_p = 3 * d_g, 3 * d_p
+        split_u = [n_g, n_p] + ([n_p] if self.l_cell is not None else [])
+
+        q = x.new_zeros(sizes[0], parties, d_p)  # q_{i,0} = 0
+        g = x.new_zeros(sizes[0], d_g)  # g_0 = 0
+        hist = x.new_zeros(sizes[0], 0, d_g)  # [g_1 ... g_{t-1}]: (dialogues, t-1, D_g)
+        scores = x.new_zeros(sizes[0], 0, 1)  # "simple" attention: w^T g_j, (dialogues, t-1, 1)
+        new_states: list[Tensor] = []  # q_{s(u_t),t} of every step
+        states: list[Tensor] = []
+        for t, b in enumerate(sizes):
+            if b < q.size(0):  # dialogues are sorted longest first: the b still running come first
+                q, g, hist, scores = q[:b], g[:b], hist[:b], scores[:b]
+            gates = u_gates[t].split(split_u, dim=-1)
+            speaker_prev = q.gather(1, slots[t]).squeeze(1)  # q_{s(u_t),t-1}
+            g_in, p_hid = F.linear(speaker_prev, w_prev, b_prev).split([n_g, n_p], dim=-1)
+            g_hid = F.linear(g, g_cell.weight_hh, g_cell.bias_hh)
+            g = self.dropout(gru_update(gates[0] + g_in, g_hid, g))  # eq. 1
+            p_in = gates[1]
+            if t > 0:  # c_1 = 0: no history yet (as in the code)
+                s = torch.bmm(hist, queries[t].unsqueeze(-1)) if queries is not None else scores  # eq. 2
                 alpha = torch.softmax(s, dim=1)
                 c = torch.bmm(alpha.transpose(1, 2), hist).squeeze(1)  # eq. 4
-            history.append(g)
-            if self.context_attention == "simple":
-                scores.append(self.context_score(g))
-            speaker = self.dropout(self.p_cell(torch.cat([u_t, c], dim=-1), speaker_prev))  # eq. 5
-            # party states change only at real utterances: padding must not touch them
-            speaker = torch.where(real_t[:, None], speaker, speaker_prev)
+                p_in = p_in + F.linear(c, w_c)
+            hist = torch.cat([hist, g.unsqueeze(1)], dim=1)
+            if queries is None:
+                scores = torch.cat([scores, self.context_score(g).unsqueeze(1)], dim=1)
+            speaker = self.dropout(gru_update(p_in, p_hid, speaker_prev))  # eq. 5
             if self.l_cell is not None:
-                q = self._listen(q, u_t, speaker, real_t)
-            q = q.scatter(1, slot_t, speaker.unsqueeze(1))  # eq. 6: the others keep q_{i,t-1}
-            e = self.dropout(self.e_cell(speaker, e))  # eq. 7
-            emotions.append(e)
+                q = self._listen(q, gates[2], speaker)
+            q = q.scatter(1, slots[t], speaker.unsqueeze(1))  # eq. 6: the others keep q_{i,t-1}
+            new_states.append(speaker)
             if return_party_states:
-                party_states.append(q)
-        states = torch.stack(party_states, dim=1) if return_party_states else None
-        return torch.stack(emotions, dim=1), states
+                states.append(q)
+        return torch.cat(new_states), (torch.cat(states) if return_party_states else None)
 
-    def _listen(self, q: Tensor, u_t: Tensor, speaker: Tensor, real_t: Tensor) -> Tensor:
+    def _listen(self, q: Tensor, u_gates: Tensor, speaker: Tensor) -> Tensor:
         """DialogueRNN_l: q_{i,t} = GRU_L(q_{i,t-1}, u_t (+) q_{s(u_t),t}) for every party
-        (the speaker's slot is overwritten by eq. 5 afterwards)."""
-        batch, parties, d_p = q.shape
-        x = torch.cat([u_t, speaker], dim=-1).unsqueeze(1).expand(-1, parties, -1)
-        heard = self.dropout(self.l_cell(x.reshape(batch * parties, -1), q.reshape(-1, d_p)))
-        return torch.where(real_t[:, None, None], heard.view(batch, parties, d_p), q)
+        (the speaker's slot is then overwritten by eq. 5); ``u_gates`` is the u_t part."""
+        cell = self.l_cell
+        gi = (u_gates + F.linear(speaker, cell.weight_ih[:, self.utterance_dim:])).unsqueeze(1)
+        return self.dropout(gru_update(gi, F.linear(q, cell.weight_hh, cell.bias_hh), q))
+
+    def _emotions(self, speaker_states: Tensor, sizes: list[int]) -> Tensor:
+        """Eq. 7, e_t = GRU_E(e_{t-1}, q_{s(u_t),t}), over the packed speaker states.  Nothing
+        in eq. 1-6 reads e_t, so it runs after them, with its input projection done once."""
+        cell = self.e_cell
+        gates = F.linear(speaker_states, cell.weight_ih, cell.bias_ih).split(sizes)
+        e = speaker_states.new_zeros(sizes[0], cell.hidden_size)  # e_0 = 0
+        out = []
+        for t, b in enumerate(sizes):
+            if b < e.size(0):
+                e = e[:b]
+            e = self.dropout(gru_update(gates[t], F.linear(e, cell.weight_hh, cell.bias_hh), e))
+            out.append(e)
+        return torch.cat(out)
 
 
 class EmotionAttention(nn.Module):
@@ -218,13 +272,13 @@ class DialogueRNN(ConversationModel):
 
     def emotion_states(self, u: Tensor, batch: Batch) -> Tensor:
         """``(B, N, directions * D_e)``: [e_t(forward); e_t(backward)], zero at padding."""
-        mask = batch.mask
-        e, _ = self.forward_rnn(u, batch.speakers, mask)
+        e, _ = self.forward_rnn(u, batch.speakers, batch.n_utts)
         if self.backward_rnn is not None:
             rev = reverse_within_lengths(batch.n_utts, u.size(1))  # an involution
-            e_b, _ = self.backward_rnn(u.gather(1, rev[..., None].expand_as(u)), batch.speakers.gather(1, rev), mask)
+            e_b, _ = self.backward_rnn(u.gather(1, rev[..., None].expand_as(u)), batch.speakers.gather(1, rev),
+                                       batch.n_utts)
             e = torch.cat([e, e_b.gather(1, rev[..., None].expand_as(e_b))], dim=-1)
-        return torch.where(mask[..., None], e, 0.0)
+        return e
 
     def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
         """Logits ``[(B, N, L)]`` from utterance vectors ``u (B, N, d)``."""

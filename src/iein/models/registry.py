@@ -8,10 +8,15 @@ from ..encoders.base import EncoderConfig, Featurizer
 from ..encoders.registry import get_encoder_class
 from ..errors import ConfigError
 from .base import ConversationModel, ModelConfig
+from .clstm import CLSTM
+from .clstm_crf import CLSTMCRF
+from .cnn import CNN
+from .dialoguegcn import DialogueGCN
+from .dialoguernn import DialogueRNN
 from .iein import IEIN
 
 MODELS: dict[str, type[ConversationModel]] = {
-    IEIN.model_type: IEIN,
+    cls.model_type: cls for cls in (IEIN, CNN, CLSTM, CLSTMCRF, DialogueRNN, DialogueGCN)
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, plural
 from .plan import FIGURE3_ITERATIONS, TABLE3_ITERATIONS
 from .runner import decode_dialogues, read_records, runs_path
 
@@ -247,8 +247,9 @@ def section_header(R: Runs) -> str:
         ["machine", f"{machine.get('platform', '?')}, {machine.get('processor', '?')}, "
                     f"{machine.get('cpu_count', '?')} cores, Python {machine.get('python', '?')}"],
         ["workers", f"{R.plan.get('workers')} process(es) × {R.plan.get('threads_per_worker')} torch thread(s)"],
-        ["wall time", f"{wall / 3600:.2f} h over {len({r.get('session') for r in R.runs} | set(R.sessions))} "
-                      f"invocation(s) ({wall:.0f} s); training compute {compute / 3600:.2f} h summed over runs"],
+        ["wall time", f"{wall / 3600:.2f} h over "
+                      f"{plural(len({r.get('session') for r in R.runs} | set(R.sessions)), 'invocation')} "
+                      f"({wall:.0f} s); training compute {compute / 3600:.2f} h summed over runs"],
     ]
     lines += [md_table(["", ""], rows, "ll"), ""]
     lines.append("Data (sha256 of the files read; fingerprints of the split contents):")
@@ -285,7 +286,7 @@ def section_main(R: Runs, dataset: str) -> str:
     if paper:
         rows.append(["IEIN, paper (Table %d)" % TABLE_OF[dataset], *[f"{paper[c]:.2f}" for c, _ in cols],
                      f"{paper['w-Avg.']:.2f}"])
-    rows.append([f"IEIN, ours (T={R.main_t[dataset]}, {len(runs)} seeds)", *[ms_text(v) for v in ours]])
+    rows.append([f"IEIN, ours (T={R.main_t[dataset]}, {plural(len(runs), 'seed')})", *[ms_text(v) for v in ours]])
     if paper:
         keys = [c for c, _ in cols] + ["w-Avg."]
         rows.append(["ours − paper", *[signed(mean_std(v)[0] - paper[k]) for v, k in zip(ours, keys)]])
@@ -336,7 +337,7 @@ def section_table4(R: Runs) -> str:
     for d in R.datasets:
         runs = R.main(d)
         T = R.main_t[d]
-        title = f"### {DATASET_TITLE.get(d, d)} (T = {T}, {len(runs)} seeds)"
+        title = f"### {DATASET_TITLE.get(d, d)} (T = {T}, {plural(len(runs), 'seed')})"
         if not runs:
             parts += [title, "", "No finished run yet.", ""]
             continue
@@ -427,7 +428,7 @@ def seed_count_label(counts: Sequence[int]) -> str:
     when a partial reproduction left some points with fewer (the legend must not claim more)."""
     lo, hi = min(counts), max(counts)
     if lo == hi:
-        return f"{hi} seed" + ("s" if hi != 1 else "")
+        return plural(hi, "seed")
     return f"{lo}–{hi} seeds per point"
 
 
@@ -502,7 +503,7 @@ def plot_confusion(R: Runs, dataset: str, path: Path) -> bool:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
-    ax.set_title(f"{DATASET_TITLE.get(dataset, dataset)} test, mean over {len(runs)} seeds"
+    ax.set_title(f"{DATASET_TITLE.get(dataset, dataset)} test, mean over {plural(len(runs), 'seed')}"
                  + (" (QUICK)" if R.quick else ""), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of gold row")
     fig.tight_layout()
@@ -547,16 +548,19 @@ def differences(R: Runs) -> list[str]:
             n_utt = sum(v[1] for v in rec["sizes"].values())
             pd, pu = PAPER_DATA_SIZE[d]
             if (n_dlg, n_utt) != (pd, pu):
-                out.append(f"{DATASET_TITLE[d]} data: {n_dlg} dialogues / {n_utt} utterances here vs the paper's "
+                out.append(f"{DATASET_TITLE[d]} data: {plural(n_dlg, 'dialogue')} / "
+                           f"{plural(n_utt, 'utterance')} here vs the paper's "
                            f"{pd} / {pu} (section 3.1).")
         runs = R.main(d)
         if runs and d in PAPER_SETTINGS:
             have = {**runs[0]["train_config"], **runs[0]["model_config"]}
+            have.setdefault("utterance_hidden", (runs[0].get("encoder_config") or {}).get("hidden"))  # new records
             diffs = [f"{k} {have.get(k)} (paper {v})" for k, v in PAPER_SETTINGS[d].items() if have.get(k) != v]
             if diffs:
                 out.append(f"{DATASET_TITLE[d]} settings that differ from section 3.3: " + ", ".join(diffs) + ".")
             if len(runs) != PAPER_RUNS:
-                out.append(f"{DATASET_TITLE[d]} main model: {len(runs)} seeds here, {PAPER_RUNS} runs in the paper.")
+                out.append(f"{DATASET_TITLE[d]} main model: {plural(len(runs), 'seed')} here, "
+                           f"{PAPER_RUNS} runs in the paper.")
     # Tables 1/2
     for d in R.datasets:
         runs, paper = R.main(d), PAPER_MAIN.get(d)

@@ -1,7 +1,8 @@
 """Run the reproduction plan in a process pool, resumably, into ``DIR/runs.jsonl``.
 
 ``runs.jsonl`` is append-only, one JSON object a line, written by the parent process only
-(append + flush + fsync per line).  Four kinds of line:
+(append + flush + fsync per line), which holds a lock on the folder (``DIR/.lock``) so that
+no second driver appends at the same time.  Four kinds of line:
 
 * ``dataset``  -- once per dataset: label set, data-file sha256s, split fingerprints and
   sizes, the test dialogues' ids and gold labels, and the case-study dialogue of the
@@ -21,6 +22,7 @@ The report (:mod:`.report`) reads this file and nothing else.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -32,10 +34,11 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .. import __version__
 from ..errors import ConfigError, DataError
+from ..utils import plural
 from .plan import (QUICK_SEEDS, QUICK_SIZES, RunSpec, build_plan, expand_datasets, main_iterations,
                    DEFAULT_SEEDS_ABLATION, DEFAULT_SEEDS_MAIN)
 
@@ -259,18 +262,58 @@ def machine_info() -> dict[str, Any]:
 _WORKER: dict[str, Any] = {"options": {}, "cache": {}}
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
-    """Linux: have the kernel kill this worker when the parent dies (even by SIGKILL), so a
-    killed ``reproduce`` leaves no orphan training away on the cores."""
-    if parent_pid is None or not sys.platform.startswith("linux"):
-        return
+#: How often a worker checks that its driver is still there (the fallback where the kernel
+#: cannot be asked to kill it with its parent).
+PARENT_POLL_S = 0.5
+
+
+def _kill_me_with_parent() -> bool:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies, even by SIGKILL.
+    False where that is not available (other systems, a sandbox refusing the call).
+
+    The kernel's "parent" is the *thread* that started the process: the pool starts its
+    workers from the driver's thread (``submit``), which outlives the pool."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl.restype = ctypes.c_int
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        return prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> threading.Thread:
+    """A daemon thread that ends this process as soon as ``parent_pid`` is no longer its
+    parent (an orphan is re-parented to init or a subreaper).  Without it, an orphaned worker
+    on a system without PR_SET_PDEATHSIG would wait forever on the pool's call queue: it
+    holds both ends of that pipe itself, so it never sees end-of-file."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)  # the driver is gone: nobody would record this worker's results
+
+    thread = threading.Thread(target=watch, name="iein-watch-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """End this worker within a fraction of a second of its driver's death, however the
+    driver died, so a killed ``reproduce`` leaves no orphan training away on the cores (nor
+    keeps the multiprocessing resource tracker, which waits for every worker, alive).
+
+    The kernel's parent-death signal is immediate; the polling thread is the fallback where
+    that is unavailable, and costs nothing where it is not.  The final check covers a
+    driver that died while this worker was still starting (before either existed)."""
+    if parent_pid is None:
         return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    _kill_me_with_parent()
+    _watch_parent(parent_pid)
+    if os.getppid() != parent_pid:
         os._exit(1)
 
 
@@ -415,6 +458,74 @@ def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     return None
 
 
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def _driver_lock(out: Path, log: Log = _stderr) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` (``out/.lock``) while this process drives a
+    reproduction there.
+
+    Two drivers on one folder would both repair and append to ``runs.jsonl`` and train the
+    same keys twice, so the second is refused with a one-line error while the first is
+    alive.  The kernel drops the lock when its holder dies, however it dies: a killed run
+    never leaves a stale lock behind.  Workers need no lock: they never write
+    ``runs.jsonl`` (they return records through the pool; only the driver appends) and die
+    with their driver (:func:`_die_with_parent`).  The lock file stays (deleting it could
+    let two drivers lock two different files); it holds the holder's PID for the message.
+    Without ``fcntl`` (Windows), or on a filesystem that refuses locks, there is no lock
+    (with a warning in the latter case).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by workers
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            who = f"pid {holder}" if holder.isdigit() else "another process"
+            raise ConfigError(f"{out}: another `iein reproduce` ({who}) is running on this folder; "
+                              "wait for it to finish or stop it, then rerun to resume") from None
+        except OSError as exc:  # e.g. ENOLCK on an NFS mount without a lock daemon
+            log(f"warning: {out}: cannot lock the folder ({exc.strerror}); "
+                "make sure no other `iein reproduce` writes to it")
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _start_resource_tracker_quietly() -> None:
+    """Start multiprocessing's resource tracker, if this process has none yet, without its
+    report of "leaked" semaphores.
+
+    The pool's queues use named POSIX semaphores; the driver registers them with the
+    tracker and unregisters them when it exits cleanly.  When the driver is SIGKILLed, the
+    tracker (once the last worker is gone) unlinks them itself, which is its job, and says
+    so with a UserWarning ("There appear to be 5 leaked semaphore objects to clean up at
+    shutdown") printed on the terminal after the kill: an alarm about nothing, since no
+    semaphore is left behind.  The tracker takes its warning filters from ``sys.warnoptions``
+    when it is launched, so its own ``resource_tracker: ...`` warnings are filtered there and
+    nowhere else; a tracker already running (started by other code) is left as it is.
+    """
+    if os.name != "posix":
+        return
+    from multiprocessing import resource_tracker
+
+    saved = list(sys.warnoptions)
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions[:] = saved
+
+
 def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -443,7 +554,9 @@ def reproduce(
 
     Workers are *spawned* (no fork of a process that may hold torch threads), so a script
     calling this with ``workers > 0`` needs the usual ``if __name__ == "__main__":`` guard.
-    Ctrl-C or SIGTERM stops the workers at once; finished runs stay in ``runs.jsonl``.
+    Ctrl-C or SIGTERM stops the workers at once; finished runs stay in ``runs.jsonl``.  A
+    SIGKILL of this process ends the workers too (:func:`_die_with_parent`).  One driver per
+    folder: while one runs, another ``reproduce`` on the same ``out_dir`` raises ConfigError.
     """
     from tqdm.auto import tqdm
 
@@ -468,121 +581,123 @@ def reproduce(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = runs_path(out)
-    records = read_records(path, repair=True, log=log)
-    session = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    t_start = time.perf_counter()
+    with _driver_lock(out, log):  # before anything reads or repairs runs.jsonl
+        path = runs_path(out)
+        records = read_records(path, repair=True, log=log)
+        session = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        t_start = time.perf_counter()
 
-    # dataset lines: written once; the data must not change under a reproduction
-    have_ds = {(r["dataset"], bool(r.get("quick"))): r for r in records if r["kind"] == "dataset"}
-    for name in names:
-        corpus = load_dataset(name, data_root, quick)
-        rec = dataset_record(name, corpus, data_root, quick)
-        old = have_ds.get((name, quick))
-        if old is None:
+        # dataset lines: written once; the data must not change under a reproduction
+        have_ds = {(r["dataset"], bool(r.get("quick"))): r for r in records if r["kind"] == "dataset"}
+        for name in names:
+            corpus = load_dataset(name, data_root, quick)
+            rec = dataset_record(name, corpus, data_root, quick)
+            old = have_ds.get((name, quick))
+            if old is None:
+                append_record(path, rec)
+            elif old["data_checksums"] != rec["data_checksums"]:
+                raise DataError(f"{path}: the {name} data differ from those of the runs already there "
+                                "(split fingerprints changed); use a new --out directory")
+
+        presets = {s.dataset: s.preset for s in plan}
+        append_record(path, {
+            "kind": "plan", "session": session, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "datasets": names, "presets": presets,
+            "main_iterations": {n: main_iterations(n, presets[n]) for n in names},
+            "seeds_main": seeds_main, "seeds_ablation": seeds_ablation, "quick": quick,
+            "keys": [s.key for s in plan], "workers": workers, "threads_per_worker": threads_per_worker,
+            "embeddings": str(embeddings) if embeddings else None, "machine": machine_info(),
+        })
+
+        done = {r["key"]: r for r in records if r["kind"] == "run"}
+        for spec in plan:
+            if spec.key in done:
+                why = _same_config(done[spec.key], spec)
+                if why:
+                    raise ConfigError(f"{path}: run {spec.key} was trained with other settings ({why}); "
+                                      "use a new --out directory")
+        pending = [s for s in plan if s.key not in done]
+        skipped = len(plan) - len(pending)
+        if max_runs is not None:
+            pending = pending[:max_runs]
+        how = plural(workers, "worker process", "worker processes") if workers else "in this process"
+        log(f"reproduce: {plural(len(plan), 'run')} planned, {skipped} already in {path}, {len(pending)} to run now "
+            f"({how}, {plural(threads_per_worker, 'torch thread')} each)")
+
+        options = {"threads_per_worker": threads_per_worker, "quick": quick, "parent_pid": os.getpid(),
+                   "data_root": str(data_root) if data_root is not None else None,
+                   "embeddings": str(embeddings) if embeddings is not None else None}
+        finished: list[str] = []
+        failed: list[tuple[str, str]] = []
+        previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            # `kill PID` stops a reproduction like Ctrl-C does: finished runs stay in runs.jsonl
+            previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        bar = tqdm(total=len(pending), unit="run", desc="reproduce", file=sys.stderr, smoothing=0.1,
+                   disable=(not sys.stderr.isatty()) if progress is None else not progress)
+
+        def record_done(spec: RunSpec, rec: dict[str, Any]) -> None:
+            rec["session"] = session
+            rec["session_elapsed"] = round(time.perf_counter() - t_start, 3)
+            rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             append_record(path, rec)
-        elif old["data_checksums"] != rec["data_checksums"]:
-            raise DataError(f"{path}: the {name} data differ from those of the runs already there "
-                            "(split fingerprints changed); use a new --out directory")
+            finished.append(spec.key)
+            bar.update(1)
+            bar.set_postfix_str(f"{spec.key} test w-F1 {rec['test']['final']['weighted_f1']:.2f}")
+            msg = (f"done {spec.key}: test w-F1 {rec['test']['final']['weighted_f1']:.2f}, "
+                   f"{plural(rec['epochs_run'], 'epoch')}, {rec['wall_seconds']:.0f}s")
+            bar.write(msg, file=sys.stderr) if not bar.disable else log(msg)
 
-    presets = {s.dataset: s.preset for s in plan}
-    append_record(path, {
-        "kind": "plan", "session": session, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "datasets": names, "presets": presets,
-        "main_iterations": {n: main_iterations(n, presets[n]) for n in names},
-        "seeds_main": seeds_main, "seeds_ablation": seeds_ablation, "quick": quick,
-        "keys": [s.key for s in plan], "workers": workers, "threads_per_worker": threads_per_worker,
-        "embeddings": str(embeddings) if embeddings else None, "machine": machine_info(),
-    })
+        def record_failed(spec: RunSpec, err: str) -> None:
+            failed.append((spec.key, err))
+            bar.update(1)
+            log(f"FAILED {spec.key}:\n{err}")
 
-    done = {r["key"]: r for r in records if r["kind"] == "run"}
-    for spec in plan:
-        if spec.key in done:
-            why = _same_config(done[spec.key], spec)
-            if why:
-                raise ConfigError(f"{path}: run {spec.key} was trained with other settings ({why}); "
-                                  "use a new --out directory")
-    pending = [s for s in plan if s.key not in done]
-    skipped = len(plan) - len(pending)
-    if max_runs is not None:
-        pending = pending[:max_runs]
-    how = (f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "in this process")
-    log(f"reproduce: {len(plan)} runs planned, {skipped} already in {path}, {len(pending)} to run now "
-        f"({how}, {threads_per_worker} torch thread{'s' if threads_per_worker != 1 else ''} each)")
+        try:
+            if workers == 0:
+                _init_worker(options, in_process=True)
+                for spec in pending:
+                    try:
+                        rec = run_one(spec.to_dict())
+                    except Exception:  # noqa: BLE001 - one failed run must not lose the others
+                        record_failed(spec, traceback.format_exc())
+                    else:
+                        record_done(spec, rec)
+            elif pending:
+                import multiprocessing
 
-    options = {"threads_per_worker": threads_per_worker, "quick": quick, "parent_pid": os.getpid(),
-               "data_root": str(data_root) if data_root is not None else None,
-               "embeddings": str(embeddings) if embeddings is not None else None}
-    finished: list[str] = []
-    failed: list[tuple[str, str]] = []
-    previous_sigterm = None
-    if threading.current_thread() is threading.main_thread():
-        # `kill PID` stops a reproduction like Ctrl-C does: finished runs stay in runs.jsonl
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-    bar = tqdm(total=len(pending), unit="run", desc="reproduce", file=sys.stderr, smoothing=0.1,
-               disable=(not sys.stderr.isatty()) if progress is None else not progress)
-
-    def record_done(spec: RunSpec, rec: dict[str, Any]) -> None:
-        rec["session"] = session
-        rec["session_elapsed"] = round(time.perf_counter() - t_start, 3)
-        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        append_record(path, rec)
-        finished.append(spec.key)
-        bar.update(1)
-        bar.set_postfix_str(f"{spec.key} test w-F1 {rec['test']['final']['weighted_f1']:.2f}")
-        msg = (f"done {spec.key}: test w-F1 {rec['test']['final']['weighted_f1']:.2f}, "
-               f"{rec['epochs_run']} epochs, {rec['wall_seconds']:.0f}s")
-        bar.write(msg, file=sys.stderr) if not bar.disable else log(msg)
-
-    def record_failed(spec: RunSpec, err: str) -> None:
-        failed.append((spec.key, err))
-        bar.update(1)
-        log(f"FAILED {spec.key}:\n{err}")
-
-    try:
-        if workers == 0:
-            _init_worker(options, in_process=True)
-            for spec in pending:
-                try:
-                    rec = run_one(spec.to_dict())
-                except Exception:  # noqa: BLE001 - one failed run must not lose the others
-                    record_failed(spec, traceback.format_exc())
-                else:
-                    record_done(spec, rec)
-        elif pending:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("spawn")  # no fork after torch threads exist
-            with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
-                                     initializer=_init_worker, initargs=(options,)) as pool:
-                futures = {pool.submit(run_one, s.to_dict()): s for s in pending}
-                try:
-                    for fut in as_completed(futures):
-                        spec = futures[fut]
-                        try:
-                            rec = fut.result()
-                        except Exception:  # noqa: BLE001
-                            record_failed(spec, traceback.format_exc())
-                        else:
-                            record_done(spec, rec)
-                except BaseException:
-                    # interrupted: stop the workers now rather than wait for their runs
-                    for proc in list(getattr(pool, "_processes", {}).values()):
-                        proc.terminate()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    finally:
-        bar.close()
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-    wall = time.perf_counter() - t_start
-    append_record(path, {"kind": "session_end", "session": session, "wall_seconds": round(wall, 3),
-                         "runs_done": len(finished), "runs_failed": len(failed)})
-    remaining = len(plan) - skipped - len(finished)
-    log(f"reproduce: {len(finished)} runs done in {wall / 60:.1f} min, {len(failed)} failed, "
-        f"{remaining} of {len(plan)} still to run")
-    return {"planned": len(plan), "skipped": skipped, "run": finished, "failed": failed,
-            "remaining": remaining, "wall_seconds": wall, "runs_file": str(path)}
+                ctx = multiprocessing.get_context("spawn")  # no fork after torch threads exist
+                _start_resource_tracker_quietly()
+                with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
+                                         initializer=_init_worker, initargs=(options,)) as pool:
+                    futures = {pool.submit(run_one, s.to_dict()): s for s in pending}
+                    try:
+                        for fut in as_completed(futures):
+                            spec = futures[fut]
+                            try:
+                                rec = fut.result()
+                            except Exception:  # noqa: BLE001
+                                record_failed(spec, traceback.format_exc())
+                            else:
+                                record_done(spec, rec)
+                    except BaseException:
+                        # interrupted: stop the workers now rather than wait for their runs
+                        for proc in list(getattr(pool, "_processes", {}).values()):
+                            proc.terminate()
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
+        finally:
+            bar.close()
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+        wall = time.perf_counter() - t_start
+        append_record(path, {"kind": "session_end", "session": session, "wall_seconds": round(wall, 3),
+                             "runs_done": len(finished), "runs_failed": len(failed)})
+        remaining = len(plan) - skipped - len(finished)
+        log(f"reproduce: {plural(len(finished), 'run')} done in {wall / 60:.1f} min, {len(failed)} failed, "
+            f"{remaining} of {len(plan)} still to run")
+        return {"planned": len(plan), "skipped": skipped, "run": finished, "failed": failed,
+                "remaining": remaining, "wall_seconds": wall, "runs_file": str(path)}
 
 
 __all__ = [

@@ -5,7 +5,8 @@ Design points:
 * Every limit answers a 4xx JSON body ``{"error": code, "message": one line, ...}``:
   413 for a body over :attr:`Limits.max_body_bytes` (refused from ``Content-Length`` before
   reading anything, or while streaming a body sent without one: reading stops at the
-  limit), 400 for malformed JSON, 415 for a body that is not JSON, 422 for wrong types,
+  limit), 400 ``malformed_json`` for a body that is not valid JSON (including invalid UTF-8
+  and nesting too deep to parse), 415 for a body that is not JSON, 422 for wrong types,
   too many utterances, too long an utterance or speaker, or a conversation the recognizer
   rejects.
 * No endpoint reads or writes a path given by a client: the page's three assets are read
@@ -33,12 +34,14 @@ from typing import Any, Callable, Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..data.examples import TABLE5_EXAMPLE
 from ..errors import ConfigError, IeinError
+from ..utils import plural
 
 __all__ = ["Limits", "create_app", "serve", "BodyLimitMiddleware", "InferenceBatcher", "LOOPBACK_HOSTS"]
 
@@ -127,7 +130,7 @@ class BodyLimitMiddleware:
             (n,) = declared
             if n > limit:
                 await _send_error(send, 413, "body_too_large",
-                                  f"request body of {n} bytes is over the limit of {limit} bytes")
+                                  f"request body of {plural(n, 'byte')} is over the limit of {plural(limit, 'byte')}")
                 return
         chunks: list[bytes] = []
         total = 0
@@ -139,7 +142,8 @@ class BodyLimitMiddleware:
             total += len(chunk)
             if total > limit:
                 await _send_error(send, 413, "body_too_large",
-                                  f"request body is over the limit of {limit} bytes (stopped reading at {total})")
+                                  f"request body is over the limit of {plural(limit, 'byte')} "
+                                  f"(stopped reading at {total})")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -157,6 +161,48 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+class MalformedJSON(StarletteHTTPException):
+    """A body that ``json.loads`` cannot even tokenize (invalid UTF-8, nesting deeper than
+    the parser's recursion limit): answered as ``malformed_json`` like any syntax error,
+    not with FastAPI's generic "There was an error parsing the body"."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(status_code=400, detail=message)
+
+
+def _parse_json_body(body: bytes) -> Any:
+    """``json.loads(body)`` (what Starlette does, encoding detection included), with the two
+    failures that are not a :class:`json.JSONDecodeError` turned into :class:`MalformedJSON`.
+    A JSONDecodeError passes through: FastAPI reports it as ``json_invalid`` with its position."""
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as e:
+        raise MalformedJSON(f"malformed JSON at byte {e.start}: not valid {e.encoding.upper()} "
+                            f"(byte 0x{body[e.start]:02x})") from None
+    except RecursionError:
+        raise MalformedJSON("malformed JSON: nested too deeply") from None
+
+
+class _JSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = _parse_json_body(await self.body())
+        return self._json
+
+
+class _JSONRoute(APIRoute):
+    """Routes whose JSON body is parsed by :func:`_parse_json_body` (FastAPI's documented
+    custom Request/APIRoute hook)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            return await handler(_JSONRequest(request.scope, request.receive))
+
+        return route_handler
+
+
 def _field(loc: Any) -> str:
     out = ""
     for part in loc:
@@ -171,9 +217,9 @@ def _message(err: dict) -> str:
     kind, ctx, value = err.get("type"), err.get("ctx") or {}, err.get("input")
     limit = ctx.get("max_length")
     if kind == "too_long" and limit is not None and isinstance(value, list):
-        return f"{len(value)} utterances, more than the limit of {limit}"
+        return f"{plural(len(value), 'utterance')}, more than the limit of {limit}"
     if kind == "string_too_long" and limit is not None and isinstance(value, str):
-        return f"{len(value)} characters, more than the limit of {limit}"
+        return f"{plural(len(value), 'character')}, more than the limit of {limit}"
     return str(err.get("msg", "invalid"))
 
 
@@ -209,6 +255,8 @@ class UtterancePrediction(BaseModel):
     probs: dict[str, float] = Field(description="class probabilities of the last step")
     steps: list[str] = Field(description="label at step 0 (initial prediction) ... T (final)")
     gold: Optional[str] = Field(None, description="the gold label, when the request gave one")
+    note: Optional[str] = Field(None, description="present when the text is empty (or was only "
+                                "whitespace): 'empty text: labelled from context only'")
 
 
 class PredictionResponse(BaseModel):
@@ -327,6 +375,8 @@ def _read_asset(name: str) -> bytes:
 def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
     """The service around ``recognizer`` (an :class:`iein.recognizer.Recognizer`, or any
     object with ``labels``, ``card`` and ``predict``)."""
+    from ..recognizer import OUTPUT_DIGITS, add_notes, round_probs  # here: it imports torch
+
     limits = limits or Limits()
     labels = [str(x) for x in recognizer.labels]
     steps = getattr(recognizer, "steps", None)
@@ -366,6 +416,7 @@ def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.router.route_class = _JSONRoute  # the routes below parse JSON with _parse_json_body
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -399,7 +450,7 @@ def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "error")
+        code = "malformed_json" if isinstance(exc, MalformedJSON) else _STATUS_CODES.get(exc.status_code, "error")
         response = _error(exc.status_code, code, str(exc.detail))
         for k, v in (exc.headers or {}).items():
             response.headers[k] = v
@@ -416,7 +467,9 @@ def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
         """A plain ``def``: runs in the threadpool, waiting there for the inference thread,
         so the event loop stays responsive."""
         obj = conversation.model_dump(exclude_none=True)  # type: ignore[attr-defined]
-        rows = batcher.predict(obj)
+        rows = add_notes([dict(row) for row in batcher.predict(obj)])  # the CLI's notes
+        for row in rows:  # and its rounding (iein.recognizer.OUTPUT_DIGITS)
+            row["probs"] = dict(zip(row["probs"], round_probs(list(row["probs"].values()), OUTPUT_DIGITS)))
         n_steps = len(rows[0]["steps"]) if rows else (steps or 0)
         return {"id": obj.get("id"), "labels": labels, "steps": n_steps, "utterances": rows}
 

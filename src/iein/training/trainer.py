@@ -45,7 +45,7 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.evaluate import evaluate_model, selection_metric
 from ..models.base import ConversationModel
 from ..models.registry import build_model
-from ..utils import atomic_path, set_seed
+from ..utils import atomic_path, plural, set_seed
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
 from .experiment import ExperimentConfig
@@ -103,6 +103,9 @@ def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "g
     for name, convs in corpus.splits.items():
         feats = featurizer.featurize_many(convs, log=log)
         splits[name] = [encode_with(c, f, index) for c, f in zip(convs, feats)]
+    release = getattr(featurizer, "release", None)
+    if release is not None:  # e.g. a frozen transformer's base model: not needed for training
+        release()
     return PreparedData(
         corpus.name, tuple(corpus.labels), encoder, featurizer, derived, splits, dict(featurizer.coverage),
         dict(featurizer.provenance), {name: fingerprint(convs) for name, convs in corpus.splits.items()},
@@ -240,6 +243,9 @@ def train(
         model = build_for(data, exp).to(device)
         optim = build_optimizer(model, cfg)
         params = [p for g in optim.param_groups for p in g["params"]]
+        if cfg.class_weighting != "none" and not model.supports_class_weight:
+            raise ConfigError(f"class_weighting {cfg.class_weighting!r}: model {exp.arch} has no per-utterance "
+                              "loss to weight (use class_weighting=none)")
         weight = class_weights(data.splits["train"], len(data.labels), cfg.class_weighting)
         weight = weight.to(device) if weight is not None else None
         rng = np.random.default_rng(cfg.seed)
@@ -310,7 +316,7 @@ def train(
             if resume_path is not None:
                 _save_resume(resume_path, identity, model, optim, best_state, history, stopper, rng)
             if stopped:
-                log(f"early stop: no dev improvement for {cfg.patience} epochs (best epoch {stopper.best_epoch})")
+                log(f"early stop: no dev improvement for {plural(cfg.patience, 'epoch')} (best epoch {stopper.best_epoch})")
 
         if best_state is None:
             raise ConfigError("no epoch was trained (max_epochs reached before the first epoch)")

