@@ -13,7 +13,7 @@ import time
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from iein.models.layers import BiGRU
+from iein.layers import BiGRU
 
 
 def main() -> None:

@@ -9,16 +9,53 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from iein import __version__
 from iein.checkpoint import read_metadata
 from iein.cli import main as iein_main
-from iein.utils import atomic_write_json
+from iein.models.registry import get_model_class
+from iein.utils import atomic_path, atomic_write_json
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "iein" / "pretrained"
+
+
+def make_card(meta: dict[str, Any], argv: list[str], seed: int) -> dict[str, Any]:
+    """The model card of a checkpoint's metadata (:func:`iein.checkpoint.read_metadata`)
+    trained by ``iein <argv>``; every number is read from the checkpoint."""
+    arch, encoder = meta["model_type"], meta["encoder_type"]
+    return {
+        "name": "meld",
+        "model": f"{get_model_class(arch).reference}; {arch} on {encoder}, iein preset '{meta.get('preset', 'meld')}'",
+        "package_version": __version__,
+        "command": "iein " + " ".join(shlex.quote(a) for a in argv[:-2]) + " --out meld.safetensors",
+        "data": {"dataset": "MELD (Friends transcripts, text only), official train/dev/test CSVs",
+                 "content_sha256": meta["data_checksums"]},
+        "labels": meta["labels"],
+        "vectors": meta["embeddings"],
+        "seed": seed,
+        "model_type": arch,
+        "model_config": meta["model_config"],
+        "encoder_type": encoder,
+        "encoder_config": meta["encoder_config"],
+        "train_config": meta["train_config"],
+        "best_epoch": meta["best_epoch"],
+        "dev_weighted_f1": meta["dev"]["final"]["weighted_f1"],
+        "test_weighted_f1": meta["test"]["final"]["weighted_f1"],
+        "test_per_class_f1": meta["test"]["final"]["per_class_f1"],
+        "selection": "best epoch by dev weighted F1; test scored once with the selected weights",
+        "limits": [
+            "English TV-sitcom dialogue (Friends); other domains will score lower",
+            "7 MELD labels only: " + ", ".join(meta["labels"]),
+            "text only; GloVe 6B 50d vocabulary from MELD train (unknown words map to <unk>)",
+            "minority classes (fear, disgust) are rarely predicted",
+            f"utterances are truncated to {meta['featurizer'].get('max_words', 128)} tokens",
+        ],
+    }
 
 
 def main() -> None:
@@ -34,33 +71,10 @@ def main() -> None:
         if iein_main(argv) != 0:
             sys.exit("training failed")
         meta = read_metadata(ckpt)
-        card = {
-            "name": "meld",
-            "model": "IEIN (Lu et al., COLING 2020), iein preset 'meld'",
-            "package_version": __version__,
-            "command": "iein " + " ".join(shlex.quote(a) for a in argv[:-2]) + " --out meld.safetensors",
-            "data": {"dataset": "MELD (Friends transcripts, text only), official train/dev/test CSVs",
-                     "content_sha256": meta["data_checksums"]},
-            "labels": meta["labels"],
-            "vectors": meta["embeddings"],
-            "seed": args.seed,
-            "model_config": meta["model_config"],
-            "train_config": meta["train_config"],
-            "best_epoch": meta["best_epoch"],
-            "dev_weighted_f1": meta["dev"]["final"]["weighted_f1"],
-            "test_weighted_f1": meta["test"]["final"]["weighted_f1"],
-            "test_per_class_f1": meta["test"]["final"]["per_class_f1"],
-            "selection": "best epoch by dev weighted F1; test scored once with the selected weights",
-            "limits": [
-                "English TV-sitcom dialogue (Friends); other domains will score lower",
-                "7 MELD labels only: " + ", ".join(meta["labels"]),
-                "text only; GloVe 6B 50d vocabulary from MELD train (unknown words map to <unk>)",
-                "minority classes (fear, disgust) are rarely predicted",
-                "utterances are truncated to 128 tokens",
-            ],
-        }
+        card = make_card(meta, argv, args.seed)
         DEST.mkdir(parents=True, exist_ok=True)
-        (DEST / "meld.safetensors").write_bytes(ckpt.read_bytes())
+        with atomic_path(DEST / "meld.safetensors") as tmp_dest:  # never a half-copied shipped model
+            shutil.copyfile(ckpt, tmp_dest)
         atomic_write_json(DEST / "meld.card.json", card)
         print(f"wrote {DEST / 'meld.safetensors'} ({(DEST / 'meld.safetensors').stat().st_size / 1e6:.1f} MB) "
               f"test w-F1 {card['test_weighted_f1']:.2f}")

@@ -80,3 +80,32 @@ def test_label_set_not_matching_the_checkpoint(model: Path, tmp_path: Path, caps
     assert main(["evaluate", "--model", str(model), "--test", str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert "joy" in err and "\n" not in err
+
+
+def test_default_output_name_dev_fraction_and_no_overwrite(corpus: Path, tmp_path: Path, monkeypatch, capsys):
+    """Without --out: runs/<train file stem>[-<arch>]-seed<N>.safetensors in the working
+    folder; --dev-fraction holds out train dialogues for selection; a finished run is never
+    replaced without --force."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--train", str(corpus / "train.jsonl"), "--labels", ",".join(LABELS), "--epochs", "1",
+            "--threads", "1", "--set", "utterance_hidden=8", "--set", "emotion_dim=4"]
+    assert main([*args, "--dev-fraction", "0.2", "--dev", str(corpus / "dev.jsonl")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main([*args, "--dev-fraction", "0.2"]) == 0
+    out = tmp_path / "runs" / "train-seed0.safetensors"
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["train-seed0.json", "train-seed0.safetensors"]
+    from iein.checkpoint import read_metadata
+
+    sums = read_metadata(out)["data_checksums"]
+    assert set(sums) >= {"train", "dev"} and sums["train"] != sums["dev"]  # dev carved out of train
+    capsys.readouterr()
+    before = out.read_bytes()
+    assert main([*args, "--dev-fraction", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert str(Path("runs") / "train-seed0.safetensors") in err and "--force" in err and err.count("\n") == 1
+    assert out.read_bytes() == before
+    # another model gets another default name (refused here only because it exists too)
+    (out.parent / "train-cnn-seed0.safetensors").write_bytes(b"")
+    assert main([*args[:-4], "--dev-fraction", "0.2", "--arch", "cnn"]) == 2
+    assert "train-cnn-seed0.safetensors exists" in capsys.readouterr().err

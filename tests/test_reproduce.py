@@ -18,6 +18,7 @@ from iein.cli import main
 from iein.errors import ConfigError, DataError
 from iein.evaluation.metrics import evaluate_steps, format_mean_std
 from iein.reproduce.plan import build_plan
+from iein.training.config import BASELINES
 from iein.reproduce.report import (PAPER_TABLE2_MELD, correction_summary, load_runs, patience_what_if, render_report,
                                    run_corrections, seed_count_label, stop_epoch)
 from iein.reproduce.runner import (append_record, decode_dialogues, encode_dialogues, read_records, reproduce,
@@ -32,7 +33,7 @@ IEMOCAP_LABELS = ["happy", "sad", "neutral", "angry", "excited", "frustrated"]
 
 
 def test_plan_dedupes_shared_runs_and_counts():
-    plan = build_plan("all", seeds_main=12, seeds_ablation=5)
+    plan = build_plan("all", seeds_main=12, seeds_ablation=5, baselines=())  # IEIN's runs only
     keys = [s.key for s in plan]
     assert len(keys) == len(set(keys))
     # per dataset: 12 main + 5 x (T in 0..5 except the main T) + 5 no_label + 5 gold_label
@@ -44,7 +45,15 @@ def test_plan_dedupes_shared_runs_and_counts():
     # seed-major order: every configuration's seed 0 comes before any seed 1
     first_seed1 = next(i for i, s in enumerate(plan) if s.seed == 1)
     assert all(s.seed == 0 for s in plan[:first_seed1]) and len({s.key for s in plan[:first_seed1]}) == 16
-    quick = build_plan("meld", 2, 2, quick=True)
+    # the default plan adds the five baselines of Tables 1-2, 5 seeds each, on their own keys
+    full = build_plan("all", seeds_main=12, seeds_ablation=5)
+    assert [s for s in full if s.arch == "iein"] == plan
+    base = [s for s in full if s.arch != "iein"]
+    assert len(base) == 2 * 5 * 5 and len({s.key for s in full}) == len(full)
+    assert {s.arch for s in base} == {"cnn", "clstm", "clstm_crf", "dialoguernn", "dialoguegcn"}
+    assert "meld/meld-dialoguegcn/dialoguegcn/seed4" in {s.key for s in base}
+    assert all(s.roles == ("baselines",) and s.experiment().encoder == "glove-cnn" for s in base if s.seed == 0)
+    quick = build_plan("meld", 2, 2, quick=True, baselines=())
     assert all(s.key.startswith("meld/meld+quick/") for s in quick) and len(quick) == 16
     assert quick[0].encoder_config()["hidden"] == 8 and quick[0].train_config()["max_epochs"] == 1
     assert quick[0].model_config()["emotion_dim"] == 4 and quick[0].model_config()["lam"] == 5.0  # meld's lambda
@@ -325,7 +334,7 @@ def _run_rows(out: Path) -> dict[str, dict]:
 
 
 def test_resume_after_interruption_gives_the_same_rows(shared_data: Path, tmp_path: Path):
-    plan = [s for s in build_plan("meld", 2, 2, quick=True) if s.variant != "iein" or s.iterations == 2]
+    plan = [s for s in build_plan("meld", 2, 2, quick=True, baselines=()) if s.variant != "iein" or s.iterations == 2]
     assert len(plan) == 6
     quiet = dict(data_root=shared_data, quick=True, plan=plan, progress=False, log=lambda _m: None)
     whole = tmp_path / "whole"
@@ -359,9 +368,12 @@ def test_quick_end_to_end(shared_data: Path, tmp_path: Path):
     md = (out / "report.md").read_text()
     for name in ("report.md", "figure3.png", "confusion_meld.png", "confusion_iemocap.png"):
         assert (out / name).is_file()
-    assert "QUICK MODE" in md and "32 of 32 planned finished" in md
+    # per dataset: 16 IEIN runs (main, Table 3, Figure 3) and the 5 baselines, 2 seeds each
+    n_iein, n_base = 2 * 16, 2 * len(BASELINES) * 2
+    assert "QUICK MODE" in md and f"{n_iein + n_base} of {n_iein + n_base} planned finished" in md
     assert "| 1 | Chandler | What are you doing tonight? |" in md  # Table 5 found in the real test data
     R = load_runs(out)
-    assert {r["dataset"] for r in R.runs} == {"meld", "iemocap"} and len(R.runs) == 32
+    assert {r["dataset"] for r in R.runs} == {"meld", "iemocap"} and len(R.runs) == n_iein + n_base
+    assert all(len(R.baseline(d, arch)) == 2 for d in ("meld", "iemocap") for arch in BASELINES)
     wf1 = [r["test"]["final"]["weighted_f1"] for r in R.main("meld")]
     assert _row(md, "IEIN, ours (T=2")[-1] == format_mean_std(wf1)

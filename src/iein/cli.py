@@ -72,9 +72,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None or args.threads is not None:  # fail fast, before torch
         TrainConfig(**{k: v for k, v in (("max_epochs", args.epochs), ("threads", args.threads)) if v is not None})
     from .evaluation.metrics import format_report
+    from .training.distributed import env_rank
     from .training.experiment import parse_overrides, resolve_experiment
     from .training.trainer import prepare, side_files, train
     from .utils import atomic_write_json
+
+    # Under torchrun every process runs this command; rank 0 alone prints and writes files.
+    main_rank = env_rank() == 0
+
+    def note(msg: str) -> None:
+        if main_rank:
+            print(msg, file=sys.stderr, flush=True)
 
     overrides = parse_overrides(args.set)
     dataset = args.dataset or "generic"
@@ -89,14 +97,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.exists() and not (args.force or args.resume):
         raise ConfigError(f"{out} exists (a finished run); pass --force to replace it when this run ends, "
                           "or --out another path")
-    print(f"preset {exp.preset} ({exp.arch} on {exp.encoder}): {exp.description}", file=sys.stderr)
+    note(f"preset {exp.preset} ({exp.arch} on {exp.encoder}): {exp.description}")
     if not args.dataset and not args.preset:
-        print("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "
-              "better (see `iein presets`)", file=sys.stderr)
-    data = prepare(corpus, args.embeddings, exp.encoder, exp.encoder_config)
-    print(f"training {out} (best-so-far in {side_files(out)[0].name}; the target is written when the run "
-          "ends)", file=sys.stderr)
-    result = train(data, exp, out=out, resume=args.resume)
+        note("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "
+             "better (see `iein presets`)")
+    data = prepare(corpus, args.embeddings, exp.encoder, exp.encoder_config, log=note)
+    note(f"training {out} (best-so-far in {side_files(out)[0].name}; the target is written when the run ends)")
+    try:
+        result = train(data, exp, out=out, resume=args.resume)
+    except IeinError:
+        if main_rank:
+            raise
+        return 2  # the same error is rank 0's to print
+    if not main_rank:
+        return 0
     summary = result.summary()
     summary.update(experiment=exp.to_dict(), embeddings=data.provenance)
     atomic_write_json(out.with_suffix(".json"), summary)
@@ -153,6 +167,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.json or default_out)
     atomic_write_json(out, result)
     print(f"scores written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_export_encoder(args: argparse.Namespace) -> int:
+    """Stage 1 -> stage 2 of the two-stage recipe: a fine-tuned transformer encoder as an HF folder."""
+    from .checkpoint import load_checkpoint
+    from .encoders.transformer import TransformerEncoder, export_pretrained
+    from .recognizer import resolve_model
+
+    loaded = load_checkpoint(resolve_model(args.model))
+    enc = loaded.model.utterance_encoder
+    if not isinstance(enc, TransformerEncoder):
+        raise ConfigError(f"{args.model}: its encoder is {enc.encoder_type}, not a transformer")
+    out = export_pretrained(enc, args.dir)
+    print(f"wrote {out}; train on its features with --encoder transformer --set encoder.model={out}")
     return 0
 
 
@@ -296,9 +325,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     summary = reproduce(
         args.out, args.dataset, seeds_main=args.seeds_main, seeds_ablation=args.seeds_ablation,
-        quick=args.quick, workers=args.workers, threads_per_worker=args.threads_per_worker,
-        data_root=args.data_root, embeddings=args.embeddings, max_runs=args.max_runs,
+        seeds_baselines=args.seeds_baselines, quick=args.quick, workers=args.workers,
+        threads_per_worker=args.threads_per_worker, data_root=args.data_root, embeddings=args.embeddings,
+        max_runs=args.max_runs, only=args.only, encoder=args.encoder, overrides=args.set,
+        estimate_only=args.estimate_only,
     )
+    if args.estimate_only:
+        print(summary["estimate"].line())
+        return 0
     path = render_report(args.out)
     print(f"{plural(len(summary['run']), 'run')} done now, {summary['skipped']} before, {summary['remaining']} "
           f"remaining, {len(summary['failed'])} failed; report {path}")
@@ -372,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("export-encoder", help="write a checkpoint's fine-tuned transformer encoder as a Hugging "
+                       "Face folder (stage 2 of the two-stage recipe trains on its features)")
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors) trained with --encoder transformer "
+                   "and encoder.mode finetune or lora")
+    p.add_argument("dir", metavar="DIR", help="new folder to write")
+    p.set_defaults(func=cmd_export_encoder)
+
     p = sub.add_parser("data", help="download or inspect datasets")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("download", help="fetch official files and check their sha256")
@@ -396,12 +437,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("reproduce", help="run every training of the paper's Tables 1-5 and Figure 3 "
-                       "(resumable) and write DIR/report.md")
+    p = sub.add_parser("reproduce", help="run every training of the paper's Tables 1-5 and Figure 3, "
+                       "baselines included (resumable), and write DIR/report.md",
+                       description="Plan every training the paper's analysis needs (IEIN main model, Table 3 "
+                       "ablations, Figure 3 sweep, the five baselines of Tables 1-2), print how long the runs "
+                       "not yet in DIR/runs.jsonl will take, run them, and render DIR/report.md.")
     p.add_argument("--dataset", default="all", choices=["meld", "iemocap", "all"])
     p.add_argument("--out", required=True, help="output folder (runs.jsonl, report.md, PNGs); rerun to resume")
+    p.add_argument("--only", metavar="PARTS", help="comma-separated parts to run: roles main, table3, figure3, "
+                   "baselines and/or models iein, cnn, clstm, clstm_crf, dialoguernn, dialoguegcn (union); "
+                   "the report renders whatever the folder holds")
     p.add_argument("--seeds-main", type=int, help="seeds of the main model (default 12; --quick 2)")
     p.add_argument("--seeds-ablation", type=int, help="seeds of each ablation/sweep run (default 5; --quick 2)")
+    p.add_argument("--seeds-baselines", type=int, help="seeds of each baseline (default 5; --quick 2)")
+    p.add_argument("--encoder", help="utterance encoder of every run (glove-bigru, glove-cnn, transformer; "
+                   "default: each preset's, IEIN glove-bigru, baselines glove-cnn); runs on another encoder get "
+                   "their own keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of every run, e.g. --set encoder.model=minilm (recorded in the run "
+                        "keys); variant, iterations and seed are the plan's")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="print the plan's size and time estimate, run nothing")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core; 0 = in this process)")
     p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--data-root", help="folder holding meld/ and iemocap/ (default: the usual lookup, "

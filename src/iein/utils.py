@@ -352,3 +352,31 @@ def plural(n: int, noun: str, plural_noun: str | None = None) -> str:
     "conversation")`` is ``"1 conversation"``, ``plural(0, "label change")`` is ``"0 label
     changes"``; ``plural_noun`` for irregular plurals (``plural(2, "process", "processes")``)."""
     return f"{n} {noun if n == 1 else (plural_noun or noun + 's')}"
+
+
+# --------------------------------------------------------------------------------------------
+# CPU thread policy
+
+#: OpenMP settings iein applies (unless the user set them) before torch starts its thread
+#: pool.  With the default policy an idle OpenMP thread spins before it sleeps; the GRUs are
+#: long chains of tiny ops, so on a busy machine each op's parallel region waits on a
+#: descheduled spinning thread (measured 30x slower at load 5; bench/bench_threads.py).
+#: PASSIVE makes waiting threads sleep at once.  ``import iein`` applies it (iein/__init__.py).
+THREAD_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def apply_thread_env() -> None:
+    """Set :data:`THREAD_ENV` in this process's environment where the user has not; must run
+    before ``import torch`` (OpenMP reads it once, when the library loads)."""
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def default_threads() -> int:
+    """Intra-op threads when the user gives none: the cores this process may use, at most 2
+    (the GRUs gain nothing from more, measured in bench/bench_threads.py)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))

@@ -3,19 +3,19 @@ plus one line here."""
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..lazy import LazyRegistry
 from .base import UtteranceEncoder
-from .glove_bigru import GloveBiGRU
-from .glove_cnn import GloveCNN
-from .transformer import TransformerEncoder
 
-ENCODERS: dict[str, type[UtteranceEncoder]] = {
-    cls.encoder_type: cls for cls in (GloveBiGRU, GloveCNN, TransformerEncoder)
-}
+#: ``--encoder`` name -> encoder class, imported on first use.
+ENCODERS: LazyRegistry[type[UtteranceEncoder]] = LazyRegistry({
+    "glove-bigru": "iein.encoders.glove_bigru:GloveBiGRU",
+    "glove-cnn": "iein.encoders.glove_cnn:GloveCNN",
+    "transformer": "iein.encoders.transformer:TransformerEncoder",
+})
 
 
 def register_encoder(cls: type[UtteranceEncoder]) -> type[UtteranceEncoder]:
-    ENCODERS[cls.encoder_type] = cls
-    return cls
+    return ENCODERS.register(cls.encoder_type, cls)
 
 
 def get_encoder_class(name: str) -> type[UtteranceEncoder]:

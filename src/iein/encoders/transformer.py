@@ -764,6 +764,40 @@ class TransformerEncoder(UtteranceEncoder):
         return [g for g in groups if g["params"]]
 
 
+def export_pretrained(encoder: TransformerEncoder, out_dir: str | Path) -> Path:
+    """Write a fine-tuned (or LoRA-adapted) encoder as a plain Hugging Face folder.
+
+    The second stage of the two-stage recipe (COSMIC, DAG-ERC): fine-tune the encoder as an
+    utterance classifier (``--arch cnn --encoder transformer --set encoder.mode=finetune``),
+    export it, then train any context model on its frozen, cached features with
+    ``--set encoder.model=<folder>``.  LoRA adapters are merged into the weights.  The folder is
+    built in a temporary sibling and renamed into place, so a failure leaves nothing behind."""
+    import shutil
+    import tempfile
+
+    if encoder.transformer is None:
+        raise ConfigError("this checkpoint's encoder is frozen: nothing was fine-tuned, so there is nothing to export "
+                          "(its base model is the one named in the checkpoint)")
+    out = Path(out_dir)
+    if out.exists():
+        raise ConfigError(f"{out} exists; choose a new folder")
+    model = encoder.transformer
+    if encoder.config.mode == "lora":
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        encoder.featurizer.tokenizer.save_pretrained(str(tmp))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def _drop_untrained(module: TransformerEncoder, state_dict: dict[str, Any], prefix: str, _meta: Any) -> None:
     for name in module._untrained:
         state_dict.pop(prefix + name, None)

@@ -15,7 +15,6 @@ import torch
 from ..data.batching import Batch, EncodedConversation, dialogue_tensors
 from ..layers import scatter_utterances
 from ..models.base import ConversationModel
-from .metrics import evaluate_steps
 
 
 @dataclass
@@ -82,6 +81,8 @@ def evaluate_model(
     preds: list[StepPredictions] | None = None,
 ) -> dict:
     """Scores (see :func:`iein.evaluation.metrics.evaluate_steps`) over labelled utterances."""
+    from .metrics import evaluate_steps  # scikit-learn: seconds to import, not needed to predict
+
     if preds is None:
         preds = predict_steps(model, data, batch_size)
     gold = np.concatenate([c.label_ids for c in data])

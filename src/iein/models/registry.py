@@ -1,5 +1,5 @@
 """Context models by name (``--arch``).  A new model is one file in this folder, one line
-here and a preset line in :mod:`iein.training.config`."""
+here (a "module:Class" string) and a preset line in :mod:`iein.training.config`."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,22 +7,23 @@ from typing import Any
 from ..encoders.base import EncoderConfig, Featurizer
 from ..encoders.registry import get_encoder_class
 from ..errors import ConfigError
+from ..lazy import LazyRegistry
 from .base import ConversationModel, ModelConfig
-from .clstm import CLSTM
-from .clstm_crf import CLSTMCRF
-from .cnn import CNN
-from .dialoguegcn import DialogueGCN
-from .dialoguernn import DialogueRNN
-from .iein import IEIN
 
-MODELS: dict[str, type[ConversationModel]] = {
-    cls.model_type: cls for cls in (IEIN, CNN, CLSTM, CLSTMCRF, DialogueRNN, DialogueGCN)
-}
+#: ``--arch`` name -> model class, imported on first use (DialogueGCN pulls in PyTorch
+#: Geometric, cLSTM+CRF pytorch-crf: a GloVe IEIN's cold start needs neither).
+MODELS: LazyRegistry[type[ConversationModel]] = LazyRegistry({
+    "iein": "iein.models.iein:IEIN",
+    "cnn": "iein.models.cnn:CNN",
+    "clstm": "iein.models.clstm:CLSTM",
+    "clstm_crf": "iein.models.clstm_crf:CLSTMCRF",
+    "dialoguernn": "iein.models.dialoguernn:DialogueRNN",
+    "dialoguegcn": "iein.models.dialoguegcn:DialogueGCN",
+})
 
 
 def register_model(cls: type[ConversationModel]) -> type[ConversationModel]:
-    MODELS[cls.model_type] = cls
-    return cls
+    return MODELS.register(cls.model_type, cls)
 
 
 def get_model_class(name: str) -> type[ConversationModel]:

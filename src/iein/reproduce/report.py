@@ -6,6 +6,11 @@ standard deviation over seeds, :func:`iein.evaluation.metrics.mean_std`); every 
 paper's is one of the constants below, each citing its table.  The "differences from the
 paper" section is generated from both, so it cannot drift from the tables.
 
+Which runs a table uses: for every dataset and model, the setup (preset, encoder,
+``--set`` overrides, quick; the run key's second part) of the latest plan that planned that
+model on that dataset, so runs of another encoder in the same folder never mix in, and a
+later ``--only`` invocation adds tables without hiding the ones already there.
+
 Step numbering: our P^0 is the initial prediction (eq. 9) and P^i the i-th EC-Encoder pass
 (eq. 10).  The paper's Tables 4 and 5 show steps 1..T for a model with maximum iteration
 number T, i.e. they leave P^0 out; we show it and put the paper's step i beside our P^i.
@@ -22,8 +27,9 @@ import numpy as np
 
 from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
 from ..utils import atomic_write_text, plural
-from .plan import FIGURE3_ITERATIONS, TABLE3_ITERATIONS
-from .runner import decode_dialogues, read_records, runs_path
+from ..training.config import BASELINES
+from .plan import DEFAULT_SEEDS_BASELINES, FIGURE3_ITERATIONS, TABLE3_ITERATIONS, parse_key
+from .runner import _upgrade_record, decode_dialogues, read_records, runs_path
 
 # --------------------------------------------------------------------------------------------
 # the paper's published numbers (Lu et al., COLING 2020)
@@ -39,6 +45,37 @@ PAPER_TABLE2_MELD: dict[str, float] = {
     "anger": 48.88, "w-Avg.": 60.72,
 }
 PAPER_MAIN = {"iemocap": PAPER_TABLE1_IEMOCAP, "meld": PAPER_TABLE2_MELD}
+#: Table 1, the baseline rows (IEMOCAP test, per-class F1 and weighted average; section 3.2:
+#: the baselines re-run "in the same setting", CNN utterance features).
+PAPER_TABLE1_BASELINES: dict[str, dict[str, float]] = {
+    "cnn": {"happy": 32.91, "sad": 50.41, "neutral": 52.33, "anger": 55.24, "excited": 46.84,
+            "frustrated": 54.51, "w-Avg.": 50.15},
+    "clstm": {"happy": 30.66, "sad": 69.86, "neutral": 55.15, "anger": 58.52, "excited": 55.93,
+              "frustrated": 60.74, "w-Avg.": 57.01},
+    "clstm_crf": {"happy": 35.71, "sad": 69.59, "neutral": 56.43, "anger": 62.44, "excited": 50.34,
+                  "frustrated": 60.23, "w-Avg.": 56.98},
+    "dialoguernn": {"happy": 38.74, "sad": 76.08, "neutral": 58.26, "anger": 63.10, "excited": 68.75,
+                    "frustrated": 60.37, "w-Avg.": 62.15},
+    "dialoguegcn": {"happy": 51.87, "sad": 76.76, "neutral": 56.76, "anger": 62.26, "excited": 72.71,
+                    "frustrated": 58.04, "w-Avg.": 63.16},
+}
+#: Table 2, the baseline rows (MELD test).
+PAPER_TABLE2_BASELINES: dict[str, dict[str, float]] = {
+    "cnn": {"neutral": 77.24, "surprise": 50.54, "fear": 0.32, "sadness": 22.28, "joy": 54.19, "disgust": 2.86,
+            "anger": 42.88, "w-Avg.": 58.48},
+    "clstm": {"neutral": 76.47, "surprise": 50.17, "fear": 0.92, "sadness": 26.51, "joy": 55.62, "disgust": 9.65,
+              "anger": 46.77, "w-Avg.": 59.33},
+    "clstm_crf": {"neutral": 76.42, "surprise": 50.22, "fear": 1.48, "sadness": 26.29, "joy": 55.58,
+                  "disgust": 8.51, "anger": 46.96, "w-Avg.": 59.29},
+    "dialoguernn": {"neutral": 76.23, "surprise": 49.59, "fear": 0.00, "sadness": 26.33, "joy": 54.55,
+                    "disgust": 0.81, "anger": 46.76, "w-Avg.": 58.73},
+    "dialoguegcn": {"neutral": 76.02, "surprise": 46.37, "fear": 0.98, "sadness": 24.32, "joy": 53.62,
+                    "disgust": 1.22, "anger": 43.03, "w-Avg.": 57.52},
+}
+PAPER_BASELINES = {"iemocap": PAPER_TABLE1_BASELINES, "meld": PAPER_TABLE2_BASELINES}
+#: The paper's row names of the baselines (section 3.2).
+BASELINE_NAME = {"cnn": "CNN", "clstm": "cLSTM", "clstm_crf": "cLSTM+CRF", "dialoguernn": "DialogueRNN",
+                 "dialoguegcn": "DialogueGCN"}
 #: The paper's column names -> our label names.
 PAPER_COLUMN_LABEL = {"iemocap": {"anger": "angry"}, "meld": {}}
 #: Table 3 (weighted F1): No Label, "Our Approach, iter = 1/2/3", Gold Label.
@@ -88,25 +125,68 @@ class Runs:
         self.plans = plans
         self.plan = plans[-1]
         self.quick = bool(self.plan.get("quick"))
-        self.datasets: list[str] = [d for d in ("iemocap", "meld") if d in self.plan["datasets"]] + [
-            d for d in self.plan["datasets"] if d not in ("iemocap", "meld")]
-        self.presets: dict[str, str] = self.plan["presets"]
-        self.main_t: dict[str, int] = {k: int(v) for k, v in self.plan["main_iterations"].items()}
-        self.seeds_main = int(self.plan["seeds_main"])
-        self.seeds_ablation = int(self.plan["seeds_ablation"])
+        same = [p for p in plans if bool(p.get("quick")) == self.quick]
+        named = list(dict.fromkeys(d for p in same for d in p["datasets"]))
+        self.datasets: list[str] = [d for d in ("iemocap", "meld") if d in named] + [
+            d for d in named if d not in ("iemocap", "meld")]
+        # (dataset, model) -> setup, the latest plan's that planned it (see the module doc)
+        self.setups: dict[tuple[str, str], str] = {}
+        for p in same:
+            for key in p["keys"]:
+                part = parse_key(key)
+                self.setups[(part["dataset"], part["arch"])] = part["setup"]
+        iein_plans = [p for p in same if any(parse_key(k)["arch"] == "iein" for k in p["keys"])] or same
+        main_plan = iein_plans[-1]
+        self.presets: dict[str, str] = {}
+        self.main_t: dict[str, int] = {}
+        for p in iein_plans:
+            self.presets.update(p["presets"])
+            self.main_t.update({k: int(v) for k, v in p["main_iterations"].items()})
+        self.seeds_main = int(main_plan["seeds_main"])
+        self.seeds_ablation = int(main_plan["seeds_ablation"])
+        base_plans = [p for p in same if any(parse_key(k)["arch"] != "iein" for k in p["keys"])]
+        self.seeds_baselines = int(base_plans[-1].get("seeds_baselines", DEFAULT_SEEDS_BASELINES)) \
+            if base_plans else DEFAULT_SEEDS_BASELINES
         self.ds: dict[str, dict[str, Any]] = {}
         for r in records:
             if r["kind"] == "dataset" and bool(r.get("quick")) == self.quick:
                 self.ds[r["dataset"]] = r
         self.runs = [r for r in records if r["kind"] == "run" and bool(r.get("quick")) == self.quick
-                     and r["dataset"] in self.presets and r["preset"] == self.presets[r["dataset"]]]
+                     and self.setups.get((r["dataset"], run_arch(r))) == parse_key(r["key"])["setup"]]
+        #: every key planned in the setups above, by any invocation (first-planned order)
+        self.planned_keys: list[str] = []
+        for key in dict.fromkeys(k for p in same for k in p["keys"]):
+            part = parse_key(key)
+            if self.setups.get((part["dataset"], part["arch"])) == part["setup"]:
+                self.planned_keys.append(key)
         self.sessions = {r["session"]: r for r in records if r["kind"] == "session_end"}
         self.all_records = records
 
     def select(self, dataset: str, variant: str, iterations: int | None, max_seed: int) -> list[dict[str, Any]]:
-        out = [r for r in self.runs if r["dataset"] == dataset and r["variant"] == variant
+        out = [r for r in self.runs if r["dataset"] == dataset and run_arch(r) == "iein" and r["variant"] == variant
                and (iterations is None or r["iterations"] == iterations) and r["seed"] < max_seed]
         return sorted(out, key=lambda r: r["seed"])
+
+    def baseline(self, dataset: str, arch: str) -> list[dict[str, Any]]:
+        """The finished runs of a baseline model (seeds ``0 .. seeds_baselines-1``)."""
+        out = [r for r in self.runs if r["dataset"] == dataset and run_arch(r) == arch
+               and r["seed"] < self.seeds_baselines]
+        return sorted(out, key=lambda r: r["seed"])
+
+    def baseline_archs(self, dataset: str) -> list[str]:
+        """The paper's baselines, then any other model with runs, in a fixed order."""
+        extra = sorted({run_arch(r) for r in self.runs if r["dataset"] == dataset} - {"iein", *BASELINES})
+        return list(BASELINES) + extra
+
+    def encoder_text(self, dataset: str, arch: str) -> str | None:
+        """The encoder of a model's runs on a dataset (and the ``--set`` overrides, if any),
+        as markdown; None without runs."""
+        runs = [r for r in self.runs if r["dataset"] == dataset and run_arch(r) == arch]
+        if not runs:
+            return None
+        names = sorted({_upgrade_record(r)["encoder"] for r in runs})
+        sets = sorted({", ".join(r.get("overrides") or ()) for r in runs} - {""})
+        return ", ".join(f"`{n}`" for n in names) + (f" (--set {'; '.join(sets)})" if sets else "")
 
     def main(self, dataset: str) -> list[dict[str, Any]]:
         return self.select(dataset, "iein", self.main_t[dataset], self.seeds_main)
@@ -124,6 +204,11 @@ class Runs:
         for sid, r in self.sessions.items():
             sessions[sid] = float(r["wall_seconds"])
         return sum(sessions.values())
+
+
+def run_arch(run: dict[str, Any]) -> str:
+    """The model of a run record (records written before baselines were planned are IEIN's)."""
+    return str(run.get("arch", "iein"))
 
 
 def load_runs(out_dir: str | os.PathLike[str]) -> Runs:
@@ -220,6 +305,27 @@ def seeds_text(runs: Sequence[dict[str, Any]]) -> str:
 # sections
 
 
+def header_model_rows(R: Runs) -> list[list[str]]:
+    """Header rows on the models and encoders, when the folder holds more than the default
+    IEIN runs: the baselines' runs, another encoder, ``--set`` overrides."""
+    rows = []
+    base = {d: [a for a in R.baseline_archs(d) if R.baseline(d, a)] for d in R.datasets}
+    if any(base.values()):
+        rows.append(["baselines", "; ".join(
+            f"{DATASET_TITLE.get(d, d)} " + ", ".join(f"{BASELINE_NAME.get(a, a)} ({seeds_text(R.baseline(d, a))})"
+                                                     for a in archs)
+            for d, archs in base.items() if archs) + f" (planned seeds 0–{R.seeds_baselines - 1})"])
+    encs = {(d, a): R.encoder_text(d, a) for d in R.datasets for a in ["iein", *base.get(d, [])]}
+    default = {"iein": "`glove-bigru`", **{a: "`glove-cnn`" for a in BASELINES}}
+    if any(e is not None and e != default.get(a) for (d, a), e in encs.items()) or any(base.values()):
+        by_enc: dict[str, list[str]] = defaultdict(list)
+        for (d, a), e in encs.items():
+            if e is not None:
+                by_enc[e].append(f"{DATASET_TITLE.get(d, d)} {BASELINE_NAME.get(a, 'IEIN')}")
+        rows.append(["encoders", "; ".join(f"{e}: {', '.join(who)}" for e, who in by_enc.items())])
+    return rows
+
+
 def section_header(R: Runs) -> str:
     lines = ["# IEIN reproduction report", ""]
     if R.quick:
@@ -228,7 +334,7 @@ def section_header(R: Runs) -> str:
     lines.append("Generated by `iein report` from `runs.jsonl` alone. Paper numbers are the published values "
                  "of Lu et al. (COLING 2020), cited by table; every other number is computed from the runs.")
     lines.append("")
-    planned = R.plan["keys"]
+    planned = R.planned_keys
     done_keys = {r["key"] for r in R.runs}
     n_done = sum(k in done_keys for k in planned)
     versions = sorted({f"iein {r['versions']['iein']}, torch {r['versions']['torch']}" for r in R.runs})
@@ -244,6 +350,7 @@ def section_header(R: Runs) -> str:
         ["seeds", "main model " + ", ".join(f"{DATASET_TITLE.get(d, d)} {seeds_text(R.main(d))}" for d in R.datasets)
                   + f" (planned 0–{R.seeds_main - 1}); Table 3 / Figure 3 seeds 0–{R.seeds_ablation - 1}"],
         ["presets", ", ".join(f"{d}: `{p}`" for d, p in R.presets.items())],
+        *header_model_rows(R),
         ["machine", f"{machine.get('platform', '?')}, {machine.get('processor', '?')}, "
                     f"{machine.get('cpu_count', '?')} cores, Python {machine.get('python', '?')}"],
         ["workers", f"{R.plan.get('workers')} process(es) × {R.plan.get('threads_per_worker')} torch thread(s)"],
@@ -267,11 +374,40 @@ def section_header(R: Runs) -> str:
     return "\n".join(lines)
 
 
+def class_scores(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[list[float]]:
+    """Per label (our names), the test F1 of every run; then every run's weighted F1."""
+    out = [[float(r["test"]["final"]["per_class_f1"][lab]) for r in runs] for lab in labels]
+    return out + [[final_wf1(r) for r in runs]]
+
+
+def ahead_by_std(iein: Sequence[float], other: Sequence[float]) -> tuple[str, str]:
+    """Whether IEIN's mean w-F1 is ahead of another model's by more than the seed std of
+    both (the difference of the means exceeds the larger sample std): ``(status, text)``
+    with status ``ahead``, ``within``, ``behind`` or ``unknown`` (one seed on a side)."""
+    if len(iein) < 2 or len(other) < 2:
+        return "unknown", "spread unknown (single seed)"
+    (mi, si), (mo, so) = mean_std(iein), mean_std(other)
+    diff, spread = mi - mo, max(si, so)
+    if diff > spread:
+        return "ahead", f"yes ({signed(diff)} > std {spread:.2f})"
+    if diff < -spread:
+        return "behind", f"no, behind ({signed(diff)}, std {spread:.2f})"
+    return "within", f"no, within the std ({signed(diff)}, std {spread:.2f})"
+
+
+AHEAD_RULE = ("IEIN is ahead of a baseline by more than the seed std when the difference of their mean w-F1 "
+              "exceeds the sample std over seeds of both models (i.e. the larger of the two); with a single "
+              "seed on either side the spread is unknown.")
+
+
 def section_main(R: Runs, dataset: str) -> str:
     runs = R.main(dataset)
     paper = PAPER_MAIN.get(dataset)
-    title = f"## Table {TABLE_OF.get(dataset, '?')}: {DATASET_TITLE.get(dataset, dataset)} test, per-class F1 and weighted F1"
-    if not runs:
+    n_table = TABLE_OF.get(dataset, "?")
+    title = f"## Table {n_table}: {DATASET_TITLE.get(dataset, dataset)} test, per-class F1 and weighted F1"
+    paper_base = PAPER_BASELINES.get(dataset, {})
+    base_runs = {a: R.baseline(dataset, a) for a in R.baseline_archs(dataset)}
+    if not runs and not any(base_runs.values()):
         return f"{title}\n\nNo finished run of the main model yet.\n"
     labels = R.ds[dataset]["labels"]
     rename = PAPER_COLUMN_LABEL.get(dataset, {})
@@ -279,22 +415,81 @@ def section_main(R: Runs, dataset: str) -> str:
         cols = [(c, rename.get(c, c)) for c in paper if c != "w-Avg."]
     else:
         cols = [(lab, lab) for lab in labels]
+    keys = [c for c, _ in cols] + ["w-Avg."]
     header = ["", *[c for c, _ in cols], "w-Avg."]
-    ours = [[float(r["test"]["final"]["per_class_f1"][lab]) for r in runs] for _, lab in cols]
-    ours.append([final_wf1(r) for r in runs])
+
+    def paper_row(name: str, nums: dict[str, float]) -> list[str]:
+        return [f"{name}, paper (Table {n_table})", *[f"{nums[k]:.2f}" for k in keys]]
+
+    def gap_row(name: str, ours: list[list[float]], nums: dict[str, float]) -> list[str]:
+        return [name, *[signed(mean_std(v)[0] - nums[k]) for v, k in zip(ours, keys)]]
+
     rows = []
     if paper:
-        rows.append(["IEIN, paper (Table %d)" % TABLE_OF[dataset], *[f"{paper[c]:.2f}" for c, _ in cols],
-                     f"{paper['w-Avg.']:.2f}"])
-    rows.append([f"IEIN, ours (T={R.main_t[dataset]}, {plural(len(runs), 'seed')})", *[ms_text(v) for v in ours]])
-    if paper:
-        keys = [c for c, _ in cols] + ["w-Avg."]
-        rows.append(["ours − paper", *[signed(mean_std(v)[0] - paper[k]) for v, k in zip(ours, keys)]])
-    dev = [float(r["dev"]["final"]["weighted_f1"]) for r in runs]
-    note = (f"Mean ± sample std over seeds {seeds_text(runs)}; our label `angry` is the paper's `anger`. "
-            if dataset == "iemocap" else f"Mean ± sample std over seeds {seeds_text(runs)}. ")
-    note += (f"Dev w-F1 of the same models {ms_text(dev)}; best epoch {ms_text([float(r['best_epoch']) for r in runs])}.")
-    return f"{title}\n\n{md_table(header, rows)}\n\n{note}\n"
+        rows.append(paper_row("IEIN", paper))
+    if runs:
+        ours = class_scores(runs, [lab for _, lab in cols])
+        rows.append([f"IEIN, ours (T={R.main_t[dataset]}, {plural(len(runs), 'seed')})", *[ms_text(v) for v in ours]])
+        if paper:
+            rows.append(gap_row("ours − paper", ours, paper))
+    for arch, b_runs in base_runs.items():
+        name = BASELINE_NAME.get(arch, arch)
+        if arch in paper_base:
+            rows.append(paper_row(name, paper_base[arch]))
+        if b_runs:
+            ours_b = class_scores(b_runs, [lab for _, lab in cols])
+            rows.append([f"{name}, ours ({R.encoder_text(dataset, arch)}, {plural(len(b_runs), 'seed')})",
+                         *[ms_text(v) for v in ours_b]])
+            if arch in paper_base:
+                rows.append(gap_row(f"{name}: ours − paper", ours_b, paper_base[arch]))
+    if runs:
+        dev = [float(r["dev"]["final"]["weighted_f1"]) for r in runs]
+        note = (f"Mean ± sample std over seeds {seeds_text(runs)}; our label `angry` is the paper's `anger`. "
+                if dataset == "iemocap" else f"Mean ± sample std over seeds {seeds_text(runs)}. ")
+        note += (f"Dev w-F1 of the same models {ms_text(dev)}; best epoch {ms_text([float(r['best_epoch']) for r in runs])}.")
+        note += f" IEIN on {R.encoder_text(dataset, 'iein')} utterance features."
+    else:
+        note = "No finished run of the main model yet."
+    done = {a: b for a, b in base_runs.items() if b}
+    if done:
+        encs = sorted({R.encoder_text(dataset, a) or "" for a in done})
+        note += (f" Baselines (section 3.2) on {' / '.join(encs)} utterance features, mean ± sample std over seeds "
+                 f"{', '.join(sorted({seeds_text(b) for b in done.values()}))}; the paper's baselines read CNN "
+                 "features of its own vectors.")
+    else:
+        note += (" Baselines: the paper's rows (section 3.2); none run here yet "
+                 "(`iein reproduce --only baselines`).")
+    text = f"{title}\n\n{md_table(header, rows)}\n\n{note}\n"
+    if runs and done:
+        iein = [final_wf1(r) for r in runs]
+        crow = []
+        for arch, b_runs in done.items():
+            vals = [final_wf1(r) for r in b_runs]
+            pb = paper_base.get(arch, {}).get("w-Avg.")
+            crow.append([
+                BASELINE_NAME.get(arch, arch), f"{ms_text(vals)} (n={len(vals)})",
+                f"{pb:.2f}" if pb is not None else "—",
+                signed(mean_std(vals)[0] - pb) if pb is not None else "—",
+                signed(mean_std(iein)[0] - mean_std(vals)[0]),
+                signed(paper["w-Avg."] - pb) if paper and pb is not None else "—",
+                ahead_by_std(iein, vals)[1],
+            ])
+        text += ("\nIEIN against each baseline, weighted F1 (IEIN: " + f"{ms_text(iein)}, n={len(iein)}):\n\n"
+                 + md_table(["baseline", "ours", "paper", "ours − paper", "IEIN − baseline, ours",
+                             "IEIN − baseline, paper", "IEIN ahead by > seed std?"], crow, "lrrrrrl")
+                 + f"\n\n{AHEAD_RULE}\n")
+    return text
+
+
+def iein_encoder_note(R: Runs, datasets: Sequence[str] | None = None) -> str:
+    """`` Encoder: `glove-bigru`.`` -- the utterance encoder of the IEIN runs a table shows,
+    per dataset where they differ."""
+    encs = {d: e for d in (datasets or R.datasets) if (e := R.encoder_text(d, "iein"))}
+    if not encs:
+        return ""
+    if len(set(encs.values())) == 1:
+        return f" Encoder: {next(iter(encs.values()))}."
+    return " Encoder: " + ", ".join(f"{DATASET_TITLE.get(d, d)} {e}" for d, e in encs.items()) + "."
 
 
 def table3_rows(R: Runs, dataset: str) -> list[tuple[Any, str, list[float]]]:
@@ -324,6 +519,7 @@ def section_table3(R: Runs) -> str:
         rows.append(row)
     notes = ("Test weighted F1, mean ± std over seeds 0–%d. Gold Label is an oracle: the context's gold labels "
              "feed the EC-Encoder (each utterance sees only its own initial prediction)." % (R.seeds_ablation - 1))
+    notes += iein_encoder_note(R)
     return f"## Table 3: emotion-interaction ablations (test w-F1)\n\n{md_table(header, rows)}\n\n{notes}\n"
 
 
@@ -332,7 +528,7 @@ def section_table4(R: Runs) -> str:
     parts.append("Our step i is P^i (P^0 = the initial prediction of eq. 9, which the paper does not list); "
                  "the paper's step i is put beside our P^i. Shares are % of the predictions that changed "
                  "between the two steps, mean ± std over the seeds whose predictions changed; recomputed from "
-                 "the stored test predictions.")
+                 "the stored test predictions." + iein_encoder_note(R))
     parts.append("")
     for d in R.datasets:
         runs = R.main(d)
@@ -407,7 +603,8 @@ def section_table5(R: Runs) -> str:
             f"\"What are you doing tonight?\" answered by Joey), from its utterance {case['start'] + 1} on, as "
             f"in the paper; the model read the whole dialogue. Predictions of the main model, seed {run['seed']}. "
             "**Bold**: changed from the previous step; ✗: differs from gold. "
-            f"Errors per step: {', '.join(f'step {s} {e}' for s, e in enumerate(errors))} of {len(rows)}.")
+            f"Errors per step: {', '.join(f'step {s} {e}' for s, e in enumerate(errors))} of {len(rows)}."
+            + iein_encoder_note(R, ["meld"]))
     return f"{title}\n\n{md_table(header, rows, 'rll' + 'l' * (n_steps + 1))}\n\n{note}\n"
 
 
@@ -476,7 +673,7 @@ def section_figure3(R: Runs) -> str:
     text = ("## Figure 3: weighted F1 vs maximum iteration number\n\n![Figure 3](figure3.png)\n\n"
             f"Test w-F1, mean ± std over seeds 0–{R.seeds_ablation - 1} (the band in the figure). T = 0 is the "
             "initial prediction alone (no EC-Encoder). The paper prints no values for its Figure 3; its T = 1..3 "
-            "points are Table 3's, drawn as squares.\n\n")
+            "points are Table 3's, drawn as squares." + iein_encoder_note(R) + "\n\n")
     return text + md_table(["", *(DATASET_TITLE.get(d, d) for d in R.datasets)], rows) + "\n"
 
 
@@ -584,6 +781,9 @@ def differences(R: Runs) -> list[str]:
         if big:
             out.append(f"{DATASET_TITLE[d]} classes off by ≥ 3 points: " + ", ".join(
                 f"{c} {mc:.2f} vs {paper[c]:.2f} ({signed(g)})" for g, c, mc in big) + ".")
+    # Tables 1/2: the baselines
+    for d in R.datasets:
+        out += baseline_differences(R, d)
     # Table 3 ordering
     for d in R.datasets:
         rows = {key: vals for key, _, vals in table3_rows(R, d) if vals}
@@ -665,6 +865,57 @@ def differences(R: Runs) -> list[str]:
     return out
 
 
+def vectors_text(runs: Sequence[dict[str, Any]]) -> str:
+    names = sorted({f"{r['embeddings'].get('name')} ({r['embeddings'].get('dim')}-d)" for r in runs
+                    if r.get("embeddings")})
+    return ", ".join(names) or "unknown vectors"
+
+
+def baseline_differences(R: Runs, d: str) -> list[str]:
+    """Bullets on the baseline rows of Table 1/2: which baselines IEIN is not ahead of by
+    more than the seed std (the paper has it above all five), and an estimate of how much of
+    IEIN's gap to the paper the baselines share (the features) and how much is IEIN's own."""
+    runs = R.main(d)
+    title = DATASET_TITLE.get(d, d)
+    n_table = TABLE_OF.get(d, "?")
+    done = {a: R.baseline(d, a) for a in R.baseline_archs(d)}
+    done = {a: b for a, b in done.items() if b}
+    if not runs or not done:
+        return []
+    out = []
+    iein = [final_wf1(r) for r in runs]
+    verdicts = {a: ahead_by_std(iein, [final_wf1(r) for r in b]) for a, b in done.items()}
+    lagging = [a for a, (status, _) in verdicts.items() if status != "ahead"]
+    names = lambda archs: ", ".join(BASELINE_NAME.get(a, a) for a in archs)
+    if lagging:
+        out.append(f"**{title}: IEIN is not ahead of {names(lagging)} by more than the seed std** ("
+                   + "; ".join(f"{BASELINE_NAME.get(a, a)}: {verdicts[a][1]}" for a in lagging)
+                   + f"); the paper has IEIN above all five baselines (Table {n_table}).")
+    else:
+        out.append(f"{title}: IEIN is ahead of every baseline run here ({names(done)}) by more than the seed "
+                   f"std, as in the paper (Table {n_table}).")
+    paper, paper_base = PAPER_MAIN.get(d), PAPER_BASELINES.get(d, {})
+    gaps = {a: mean_std([final_wf1(r) for r in b])[0] - paper_base[a]["w-Avg."]
+            for a, b in done.items() if a in paper_base}
+    if paper and gaps:
+        gi = mean_std(iein)[0] - paper["w-Avg."]
+        gb = float(np.mean(list(gaps.values())))
+        base_runs = [r for b in done.values() for r in b]
+        encs = " / ".join(sorted({R.encoder_text(d, a) or "" for a in done}))
+        out.append(
+            f"{title} gap to the paper, vectors vs model (an estimate): the baselines' w-F1 is {signed(gb)} "
+            f"from the paper's on average ({plural(len(gaps), 'model')}, {signed(min(gaps.values()))} to "
+            f"{signed(max(gaps.values()))}), IEIN's {signed(gi)}. The baselines run here with the paper's "
+            f"models on our features ({encs} on {vectors_text(base_runs)}, against CNN features of "
+            f"{PAPER_VECTORS['name']} {PAPER_VECTORS['dim']}-d in the paper) and our data and protocol, as IEIN "
+            f"does ({R.encoder_text(d, 'iein')} on {vectors_text(runs)}). Assuming those shared differences "
+            f"cost every model about the same number of points, IEIN's gap of {signed(gi)} splits into "
+            f"{signed(gb)} from the vectors (and the rest of the shared setup) and {signed(gi - gb)} of IEIN's "
+            "own (our implementation, settings and seeds); the wider the baselines' spread, the rougher this "
+            "split.")
+    return out
+
+
 def section_differences(R: Runs) -> str:
     bullets = differences(R)
     body = "\n".join(f"- {b}" for b in bullets) if bullets else "- None found."
@@ -677,14 +928,18 @@ def section_runs(R: Runs) -> str:
     for r in R.runs:
         groups[(r["dataset"], r["variant"], r["iterations"])].append(r)
     planned: dict[tuple[str, str, int], int] = defaultdict(int)
-    for k in R.plan["keys"]:
-        d, _preset, variant, t, _seed = k.split("/")
-        planned[(d, variant, int(t[1:]))] += 1
+    baseline: set[tuple[str, str, int]] = {k for k, runs in groups.items() if run_arch(runs[0]) != "iein"}
+    for k in R.planned_keys:
+        part = parse_key(k)
+        key = (part["dataset"], part["variant"], part["iterations"])
+        planned[key] += 1
+        if part["arch"] != "iein":
+            baseline.add(key)
     rows = []
     for key in sorted(set(planned) | set(groups)):
         runs = groups.get(key, [])
         rows.append([
-            f"{key[0]} {key[1]} T={key[2]}", f"{len(runs)}/{planned.get(key, 0)}",
+            f"{key[0]} {key[1]}" + ("" if key in baseline else f" T={key[2]}"), f"{len(runs)}/{planned.get(key, 0)}",
             ms_text([float(r["epochs_run"]) for r in runs]), ms_text([float(r["best_epoch"]) for r in runs]),
             ms_text([float(r.get("seconds_per_epoch", math.nan)) for r in runs if "seconds_per_epoch" in r]),
             ms_text([float(r["wall_seconds"]) / 60 for r in runs if "wall_seconds" in r]),

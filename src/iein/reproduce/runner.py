@@ -7,7 +7,8 @@ no second driver appends at the same time.  Four kinds of line:
 * ``dataset``  -- once per dataset: label set, data-file sha256s, split fingerprints and
   sizes, the test dialogues' ids and gold labels, and the case-study dialogue of the
   paper's Table 5 (found in the data by its utterances);
-* ``plan``     -- once per invocation: the run keys, seed counts, presets, machine, versions;
+* ``plan``     -- once per invocation: the run keys, seed counts, presets, baselines,
+  ``--only``, ``--encoder`` and ``--set``, the time estimate, machine, versions;
 * ``run``      -- one per finished training: configuration, seed, dev and test scores of
   every step, per-class F1, confusion matrix, corrections, and the test predictions of
   every step (compact, see :func:`encode_ids`) with the dialogue ids;
@@ -39,8 +40,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from .. import __version__
 from ..errors import ConfigError, DataError
 from ..utils import plural
-from .plan import (QUICK_SEEDS, QUICK_SIZES, RunSpec, build_plan, expand_datasets, main_iterations,
-                   DEFAULT_SEEDS_ABLATION, DEFAULT_SEEDS_MAIN)
+from ..training.config import BASELINES
+from .plan import (QUICK_SEEDS, QUICK_SIZES, RunSpec, build_plan, canonical_overrides, estimate, expand_datasets,
+                   main_iterations, DEFAULT_SEEDS_ABLATION, DEFAULT_SEEDS_BASELINES, DEFAULT_SEEDS_MAIN)
 
 Log = Callable[[str], None]
 
@@ -382,7 +384,7 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": "run", "key": spec.key, "dataset": spec.dataset, "preset": spec.preset,
         "variant": spec.variant, "iterations": spec.iterations, "seed": spec.seed, "quick": spec.quick,
-        "roles": list(spec.roles),
+        "roles": list(spec.roles), "overrides": list(spec.overrides),
         "arch": exp.arch, "encoder": exp.encoder, "encoder_config": exp.encoder_config,
         "model_config": model_cfg, "train_config": cfg.to_dict(),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
@@ -544,13 +546,24 @@ def reproduce(
     plan: Sequence[RunSpec] | None = None,
     progress: bool | None = None,
     log: Log = _stderr,
+    seeds_baselines: int | None = None,
+    baselines: Sequence[str] = BASELINES,
+    only: str | Sequence[str] | None = None,
+    encoder: str | None = None,
+    overrides: dict[str, Any] | Sequence[str] | None = None,
+    estimate_only: bool = False,
 ) -> dict[str, Any]:
     """Run every planned training not yet in ``out_dir/runs.jsonl``.
 
     ``workers``: processes in the pool (default one per core); 0 runs in this process (for
     debugging).  ``max_runs``: stop after this many new runs (to test resuming, or to work in
-    slices).  ``plan`` replaces the default plan (tests).  Returns a summary with the keys
-    run now, skipped (already done) and failed.
+    slices).  ``plan`` replaces the default plan (tests); otherwise
+    :func:`~.plan.build_plan` makes it from the seed counts, ``baselines``, ``only``
+    (roles and/or models), ``encoder`` and ``overrides`` (``--set``, every run).  Before
+    starting it logs how long the runs to do will take (:func:`~.plan.estimate`);
+    ``estimate_only`` only computes that estimate (returned, not logged; nothing is
+    written, no lock taken).  Returns a summary with the keys run now, skipped (already
+    done) and failed, and the estimate.
 
     Workers are *spawned* (no fork of a process that may hold torch threads), so a script
     calling this with ``workers > 0`` needs the usual ``if __name__ == "__main__":`` guard.
@@ -571,19 +584,27 @@ def reproduce(
     default_seeds = QUICK_SEEDS if quick else None
     seeds_main = seeds_main or default_seeds or DEFAULT_SEEDS_MAIN
     seeds_ablation = seeds_ablation or default_seeds or DEFAULT_SEEDS_ABLATION
+    seeds_baselines = seeds_baselines or default_seeds or DEFAULT_SEEDS_BASELINES
+    sets = canonical_overrides(overrides)
     names = expand_datasets(datasets)
     if plan is None:
-        plan = build_plan(names, seeds_main, seeds_ablation, quick=quick)
+        plan = build_plan(names, seeds_main, seeds_ablation, quick=quick, baselines=baselines,
+                          seeds_baselines=seeds_baselines, only=only, encoder=encoder, overrides=sets)
     else:
         names = list(dict.fromkeys(s.dataset for s in plan))
     if any(s.quick != quick for s in plan):
         raise ConfigError("the plan's quick flag differs from quick=")
 
     out = Path(out_dir)
+    if estimate_only:  # read-only: no folder made, no lock, no repair
+        est = estimate(plan, read_records(runs_path(out), log=log) if out.is_dir() else [], workers, max_runs)
+        return {"planned": len(plan), "skipped": est.done, "run": [], "failed": [], "remaining": est.todo,
+                "wall_seconds": 0.0, "runs_file": str(runs_path(out)), "estimate": est}
     out.mkdir(parents=True, exist_ok=True)
     with _driver_lock(out, log):  # before anything reads or repairs runs.jsonl
         path = runs_path(out)
         records = read_records(path, repair=True, log=log)
+        est = estimate(plan, records, workers, max_runs)
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         t_start = time.perf_counter()
 
@@ -599,14 +620,21 @@ def reproduce(
                 raise DataError(f"{path}: the {name} data differ from those of the runs already there "
                                 "(split fingerprints changed); use a new --out directory")
 
-        presets = {s.dataset: s.preset for s in plan}
+        # IEIN's preset per dataset (a baseline's is <dataset>-<arch>, in its keys)
+        presets = {n: n for n in names}
+        presets.update({s.dataset: s.preset for s in plan if not s.is_baseline})
         append_record(path, {
             "kind": "plan", "session": session, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "datasets": names, "presets": presets,
             "main_iterations": {n: main_iterations(n, presets[n]) for n in names},
-            "seeds_main": seeds_main, "seeds_ablation": seeds_ablation, "quick": quick,
+            "seeds_main": seeds_main, "seeds_ablation": seeds_ablation, "seeds_baselines": seeds_baselines,
+            "baselines": list(dict.fromkeys(s.arch for s in plan if s.is_baseline)),
+            "only": only if only is None or isinstance(only, str) else ",".join(only),
+            "encoder": encoder, "overrides": list(sets), "quick": quick,
             "keys": [s.key for s in plan], "workers": workers, "threads_per_worker": threads_per_worker,
             "embeddings": str(embeddings) if embeddings else None, "machine": machine_info(),
+            "estimate": {"todo": est.todo, "done": est.done, "minutes": round(est.minutes, 1),
+                         "measured": est.measured, "from_table": est.from_table},
         })
 
         done = {r["key"]: r for r in records if r["kind"] == "run"}
@@ -623,6 +651,7 @@ def reproduce(
         how = plural(workers, "worker process", "worker processes") if workers else "in this process"
         log(f"reproduce: {plural(len(plan), 'run')} planned, {skipped} already in {path}, {len(pending)} to run now "
             f"({how}, {plural(threads_per_worker, 'torch thread')} each)")
+        log(est.line())
 
         options = {"threads_per_worker": threads_per_worker, "quick": quick, "parent_pid": os.getpid(),
                    "data_root": str(data_root) if data_root is not None else None,
@@ -697,7 +726,7 @@ def reproduce(
         log(f"reproduce: {plural(len(finished), 'run')} done in {wall / 60:.1f} min, {len(failed)} failed, "
             f"{remaining} of {len(plan)} still to run")
         return {"planned": len(plan), "skipped": skipped, "run": finished, "failed": failed,
-                "remaining": remaining, "wall_seconds": wall, "runs_file": str(path)}
+                "remaining": remaining, "wall_seconds": wall, "runs_file": str(path), "estimate": est}
 
 
 __all__ = [

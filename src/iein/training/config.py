@@ -118,6 +118,8 @@ for _ds in ("meld", "iemocap"):
             f"{_ds.upper() if _ds == 'meld' else 'IEMOCAP'} baseline {_arch} on glove-cnn features "
             f"(Kim 2014: 3/4/5 x 100 maps), the {_ds} preset's training protocol",
             arch=_arch, encoder="glove-cnn",
+            # IEMOCAP's dialogues are dyadic: DialogueGCN's 2*M^2 relation types with M = 2
+            model={"max_parties": 2} if (_ds, _arch) == ("iemocap", "dialoguegcn") else {},
             train={k: v for k, v in PRESETS[_ds].train.items()},
         )
 

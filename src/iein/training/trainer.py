@@ -18,12 +18,16 @@ Files of a run writing to ``out`` (e.g. ``runs/meld-seed0.safetensors``):
   tensors and plain values only and is read with ``torch.load(weights_only=True)``.
 
 Both side files are removed when the run ends.
+
+Under ``torchrun`` the same function trains data-parallel (:mod:`.distributed`): rank 0
+evaluates, logs and writes every file; the checkpoint is the same as a single process's.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -37,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checkpoint import save_checkpoint
-from ..data.batching import EncodedConversation, encode_with, iter_batches
+from ..data.batching import EncodedConversation, encode_with
 from ..data.conversation import Conversation, Corpus
 from ..encoders.base import Featurizer
 from ..encoders.registry import get_encoder_class
@@ -46,6 +50,7 @@ from ..evaluation.evaluate import evaluate_model, selection_metric
 from ..models.base import ConversationModel
 from ..models.registry import build_model
 from ..utils import atomic_path, plural, set_seed
+from . import distributed
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
 from .experiment import ExperimentConfig
@@ -178,14 +183,28 @@ def run_identity(data: PreparedData, exp: ExperimentConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": json.dumps(rng.bit_generator.state),
-            "python": json.dumps(random.getstate()), "numpy_global": json.dumps(
-                [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]])}
+def _rng_state(rng: np.random.Generator, device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": json.dumps(rng.bit_generator.state),
+             "python": json.dumps(random.getstate()), "numpy_global": json.dumps(
+                 [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]])}
+    if device.type == "cuda":  # dropout on a GPU draws from the device's generator
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: dict[str, Any], rng: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"])
+def _set_rng_state(states: list[dict[str, Any]], rng: np.random.Generator, seed: int,
+                   ctx: distributed.Context) -> None:
+    """Every RNG as saved after the last finished epoch.  The data order (numpy) is rank 0's
+    on every process; each process gets back its own torch stream (dropout) when the
+    number of processes is unchanged, else a fresh one derived from the seed and the rank."""
+    state = states[0]
+    own = states[ctx.rank] if ctx.rank < len(states) else None
+    if own is not None:
+        torch.set_rng_state(own["torch"])
+        if ctx.device.type == "cuda" and "cuda" in own:
+            torch.cuda.set_rng_state(own["cuda"], ctx.device)
+    else:  # resumed with more processes than saved the state
+        distributed.seed_rank(seed, ctx)
     rng.bit_generator.state = json.loads(state["numpy"])
     py = json.loads(state["python"])
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -229,18 +248,24 @@ def train(
     if progress is None:
         progress = sys.stderr.isatty()
     exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r}: CUDA is not available on this machine")
+    ctx = distributed.init(cfg.device)  # single process unless started by torchrun
+    distributed.check_batch_size(cfg.batch_size, ctx)
+    device = ctx.device
     amp = device.type == "cuda"
-    best_path, resume_path = side_files(out) if out is not None else (None, None)
+    if not ctx.is_main:  # rank 0 logs and writes every file
+        log, progress = (lambda _: None), False
+    best_path, resume_path = side_files(out) if out is not None and ctx.is_main else (None, None)
     identity = run_identity(data, exp)
+    pause_at = os.environ.get(PAUSE_ENV)
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
         set_seed(cfg.seed)
         model = build_for(data, exp).to(device)
+        distributed.seed_rank(cfg.seed, ctx)
         optim = build_optimizer(model, cfg)
         params = [p for g in optim.param_groups for p in g["params"]]
         if cfg.class_weighting != "none" and not model.supports_class_weight:
@@ -258,17 +283,22 @@ def train(
         history: list[dict[str, Any]] = []
         start_epoch = 1
         if resume:
-            if resume_path is None or not resume_path.is_file():
-                raise ConfigError(f"--resume: no resume state {resume_path} (nothing to continue)")
-            st = load_resume_state(resume_path, identity)
+            def read_state() -> dict[str, Any]:
+                if out is None or not side_files(out)[1].is_file():
+                    raise ConfigError(f"--resume: no resume state {side_files(out)[1] if out else ''} "
+                                      "(nothing to continue)")
+                return load_resume_state(side_files(out)[1], identity)
+
+            st = distributed.from_main(read_state, ctx)  # read on rank 0 (its node may be the only one with it)
             model.load_state_dict(st["model"])
             optim.load_state_dict(st["optimizer"])
             best_state = st["best_model"]
             history = json.loads(st["history"])
             stopper.best_score, stopper.best_epoch = float(st["best_score"]), int(st["best_epoch"])
-            _set_rng_state(st["rng"], rng)
+            _set_rng_state(st["rng"], rng, cfg.seed, ctx)
             start_epoch = len(history) + 1
-            log(f"resuming after epoch {len(history)} (best epoch {stopper.best_epoch}) from {resume_path}")
+            log(f"resuming after epoch {len(history)} (best epoch {stopper.best_epoch}) from {side_files(out)[1]}")
+        net = distributed.wrap(model, ctx)  # what trains; ``model`` is evaluated and saved
         meta = _checkpoint_meta(data, exp, extra_meta)
         metric_name = "micro-F1 excl." if exclude else "w-F1"
         stopped = bool(history) and stopper.should_stop(len(history))
@@ -278,30 +308,41 @@ def train(
             t0 = time.perf_counter()
             model.train()
             sums: dict[str, float] = {"loss": 0.0}
-            bar = tqdm(iter_batches(train_set, cfg.batch_size, collate, shuffle=True, rng=rng), total=n_batches,
+            order = rng.permutation(len(train_set))  # the same on every process
+            bar = tqdm(distributed.rank_batches(train_set, order, cfg.batch_size, collate, ctx), total=n_batches,
                        desc=f"epoch {epoch}", leave=False, disable=not progress)
-            for batch in bar:
+            for step, batch in enumerate(bar, start=1):
                 batch = batch.to(device)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    output = model(batch, class_weight=weight)
-                loss = output.loss
-                if loss is None:  # a batch without any labelled utterance
+                    output = net(batch, class_weight=weight)
+                share = distributed.loss_share(batch, weight, ctx)  # 1.0 in a single process
+                if share is None:  # a (global) batch without any labelled utterance
                     continue
                 optim.zero_grad(set_to_none=True)
-                loss.backward()
+                distributed.ddp_loss(output.loss, share, params, ctx).backward()  # output.loss in a single process
                 if cfg.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
                 optim.step()
-                sums["loss"] += float(loss.detach())
+                if output.loss is not None:  # each process adds its share of the global batch's mean
+                    sums["loss"] += float(output.loss.detach()) * share
+                    bar.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
                 for k, v in output.parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                    sums[k] = sums.get(k, 0.0) + v * share
+                if pause_at == f"{epoch}.{step}":
+                    _pause(pause_at)
             train_seconds = time.perf_counter() - t0
-            dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
-            _, score = selection_metric(dev)
-            row: dict[str, Any] = {k: v / n_batches for k, v in sums.items()}
-            row.update(epoch=epoch, dev_step_wf1=[s["weighted_f1"] for s in dev["steps"]], dev_score=score,
-                       seconds=round(train_seconds, 2))
+            sums = distributed.all_sum(sums, ctx)  # each process added its share of the global means
+            dev = None
+            row: dict[str, Any] | None = None
+            if ctx.is_main:
+                dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
+                _, score = selection_metric(dev)
+                row = {k: v / n_batches for k, v in sums.items()}
+                row.update(epoch=epoch, dev_step_wf1=[s["weighted_f1"] for s in dev["steps"]], dev_score=score,
+                           seconds=round(train_seconds, 2))
+            row = distributed.broadcast(row, ctx)  # rank 0's dev score decides on every process
+            assert row is not None
+            score = row["dev_score"]
             history.append(row)
             improved = stopper.update(epoch, score)
             if improved:
@@ -313,24 +354,30 @@ def train(
             log(f"epoch {epoch:3d} | loss {row['loss']:.4f}{f' ({terms})' if terms else ''} | dev {metric_name} "
                 f"{score:.2f} | dev w-F1 per step {steps_txt} | {train_seconds:.1f}s{' *' if improved else ''}")
             stopped = stopper.should_stop(epoch)
-            if resume_path is not None:
-                _save_resume(resume_path, identity, model, optim, best_state, history, stopper, rng)
+            if out is not None:
+                rng_states = distributed.all_gather(_rng_state(rng, device), ctx)  # every process's dropout stream
+                if resume_path is not None:
+                    _save_resume(resume_path, identity, model, optim, best_state, history, stopper, rng_states)
             if stopped:
                 log(f"early stop: no dev improvement for {plural(cfg.patience, 'epoch')} (best epoch {stopper.best_epoch})")
+            if pause_at == f"{epoch}":
+                _pause(pause_at)
 
         if best_state is None:
             raise ConfigError("no epoch was trained (max_epochs reached before the first epoch)")
         model.load_state_dict(best_state)
         model.eval()
-        dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
-        test = None
-        if evaluate_test and data.splits.get("test"):
-            test = evaluate_model(model, data.splits["test"], data.labels, exclude, cfg.eval_batch_size)
-        if out is not None:
-            save_checkpoint(out, model, data.labels, **meta, best_epoch=stopper.best_epoch, dev=dev, test=test)
-            for side in (best_path, resume_path):
-                with contextlib.suppress(FileNotFoundError):
-                    side.unlink()  # type: ignore[union-attr]
+        dev, test = None, None
+        if ctx.is_main:
+            dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
+            if evaluate_test and data.splits.get("test"):
+                test = evaluate_model(model, data.splits["test"], data.labels, exclude, cfg.eval_batch_size)
+            if out is not None:
+                save_checkpoint(out, model, data.labels, **meta, best_epoch=stopper.best_epoch, dev=dev, test=test)
+                for side in (best_path, resume_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        side.unlink()  # type: ignore[union-attr]
+        dev, test = distributed.broadcast((dev, test), ctx)
         seconds = [h["seconds"] for h in history]
         return TrainResult(stopper.best_epoch, len(history), history, dev, test,
                            float(np.mean(seconds)) if seconds else 0.0,
@@ -341,16 +388,27 @@ def train(
 
 def _save_resume(path: Path, identity: str, model: ConversationModel, optim: torch.optim.Optimizer,
                  best_state: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
-                 stopper: EarlyStopping, rng: np.random.Generator) -> None:
+                 stopper: EarlyStopping, rng_states: list[dict[str, Any]]) -> None:
     state = {
         "format": "iein-resume/1", "identity": identity,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optim.state_dict(), "best_model": best_state,
         "history": json.dumps(history), "best_score": stopper.best_score, "best_epoch": stopper.best_epoch,
-        "rng": _rng_state(rng),
+        "rng": rng_states,  # one per process (rank 0's first)
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+#: Test hook (``tests/test_resume.py``): ``IEIN_TEST_PAUSE_AT=E`` makes training stop and
+#: sleep once epoch E's resume state is written, ``E.B`` right after the B-th optimiser step
+#: of epoch E, so a test can SIGKILL the process at a known point.  Unset in normal use.
+PAUSE_ENV = "IEIN_TEST_PAUSE_AT"
+
+
+def _pause(point: str) -> None:
+    print(f"{PAUSE_ENV}={point}: paused", file=sys.stderr, flush=True)
+    time.sleep(3600)
 
 
 def _checkpoint_meta(data: PreparedData, exp: ExperimentConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
