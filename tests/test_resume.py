@@ -22,9 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 from iein.cli import main
-from iein.training.trainer import PAUSE_ENV, side_files
-
-pytestmark = pytest.mark.slow  # two fresh interpreters (torch import): ~1 min on a busy 2-core machine
+from iein.errors import CheckpointError
+from iein.training.trainer import PAUSE_ENV, RESUME_FORMAT, load_resume_state, side_files
 
 #: Tiny IEIN, 5 batches an epoch, dropout on (so the RNG states must be restored too).
 TRAIN_ARGS = ["--set", "encoder.hidden=8", "--set", "emotion_dim=4", "--set", "batch_size=8", "--set", "lr=0.01",
@@ -107,6 +106,17 @@ def without_timings(summary: dict) -> dict:
     return out
 
 
+def test_resume_state_of_another_layout_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "old.resume.pt"
+    torch.save({"format": "iein-resume/1", "identity": "x"}, path)
+    with pytest.raises(CheckpointError, match=f"iein-resume/1, this iein reads {RESUME_FORMAT}"):
+        load_resume_state(path, "x")
+    torch.save([1, 2], path)
+    with pytest.raises(CheckpointError, match="not an iein resume state$"):
+        load_resume_state(path, "x")
+
+
+@pytest.mark.slow  # two fresh interpreters (torch import): ~1 min on a busy 2-core machine
 def test_sigkilled_run_resumes_bit_identically(corpus_args: list[str], tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cut.safetensors"

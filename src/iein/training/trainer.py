@@ -212,6 +212,10 @@ def _set_rng_state(states: list[dict[str, Any]], rng: np.random.Generator, seed:
     np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), *g[2:]))
 
 
+#: Version of the resume-state layout (2: one RNG state per process).
+RESUME_FORMAT = "iein-resume/2"
+
+
 def load_resume_state(path: Path, identity: str) -> dict[str, Any]:
     """A resume state, checked against this run's identity; errors are one line."""
     try:
@@ -219,8 +223,10 @@ def load_resume_state(path: Path, identity: str) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
         raise CheckpointError(f"{path}: unreadable resume state (corrupted or truncated?): "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if not isinstance(state, dict) or state.get("format") != "iein-resume/1":
-        raise CheckpointError(f"{path}: not an iein resume state")
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise CheckpointError(f"{path}: not an iein resume state" + (f" of this version ({found}, this iein "
+                              f"reads {RESUME_FORMAT}); remove it to start over" if found else ""))
     if state.get("identity") != identity:
         raise CheckpointError(f"{path}: resume state is from a different configuration, data or iein "
                               "version; remove it (or drop --resume) to start over")
@@ -390,7 +396,7 @@ def _save_resume(path: Path, identity: str, model: ConversationModel, optim: tor
                  best_state: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
                  stopper: EarlyStopping, rng_states: list[dict[str, Any]]) -> None:
     state = {
-        "format": "iein-resume/1", "identity": identity,
+        "format": RESUME_FORMAT, "identity": identity,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optim.state_dict(), "best_model": best_state,
         "history": json.dumps(history), "best_score": stopper.best_score, "best_epoch": stopper.best_epoch,
