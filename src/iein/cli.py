@@ -220,7 +220,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_summary(args, *counts)
     if args.address is not None or args.concurrency is not None:
         raise ConfigError("--address and --concurrency are Ray's: use them with --backend ray")
-    rec = Recognizer.load(args.model)
+    rec = Recognizer.load(args.model, device=args.device)
     convs = iter_conversations(args.input, args.input_format, max_utterance_chars=MAX_UTTERANCE_CHARS,
                                max_utterances=MAX_UTTERANCES)
     stdout_is_tty = sys.stdout.isatty()
@@ -338,7 +338,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  max_utterance_chars=args.max_utterance_chars)
     limits = Limits(**{k: v for k, v in given.items() if v is not None})
     serve(args.model, host=args.host, port=args.port, limits=limits, threads=args.threads,
-          access_log=args.access_log)
+          access_log=args.access_log, device=args.device)
     return 0
 
 
@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "local one, or RAY_ADDRESS)")
     p.add_argument("--concurrency", type=int, help="with --backend ray: labelling actors, each loading the model "
                    "once (default: the cluster's CPUs / --threads)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export-encoder", help="write a checkpoint's fine-tuned transformer encoder as a Hugging "
@@ -467,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-utterances", type=int, help="utterances per conversation (default 500)")
     p.add_argument("--max-utterance-chars", type=int, help="characters per utterance (default 5000)")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("reproduce", help="run every training of the paper's Tables 1-5 and Figure 3, "

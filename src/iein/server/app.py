@@ -545,8 +545,9 @@ def serve(
     limits: Limits | None = None,
     threads: int | None = None,
     access_log: bool = False,
+    device: str = "cpu",
 ) -> None:
-    """Load ``model`` and serve it with uvicorn until interrupted (``iein serve``)."""
+    """Load ``model`` (on ``device``) and serve it with uvicorn until interrupted (``iein serve``)."""
     import torch
     import uvicorn
 
@@ -558,7 +559,7 @@ def serve(
         torch.set_num_threads(threads)
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {port}")
-    recognizer = Recognizer.load(model)
+    recognizer = Recognizer.load(model, device=device)
     app = create_app(recognizer, limits)
     # The model and the interpreter's start-up objects live for the whole process: move them
     # out of the cyclic GC's view so that full collections (long pauses in the latency
