@@ -333,6 +333,7 @@ def _run_rows(out: Path) -> dict[str, dict]:
     return {r["key"]: strip_timing(r) for r in read_records(out / "runs.jsonl") if r["kind"] == "run"}
 
 
+@pytest.mark.slow  # two quick reproductions with real workers
 def test_resume_after_interruption_gives_the_same_rows(shared_data: Path, tmp_path: Path):
     plan = [s for s in build_plan("meld", 2, 2, quick=True, baselines=()) if s.variant != "iein" or s.iterations == 2]
     assert len(plan) == 6
@@ -361,6 +362,7 @@ def test_resume_after_interruption_gives_the_same_rows(shared_data: Path, tmp_pa
         reproduce(parts, "meld", workers=0, **{**quiet, "plan": other})
 
 
+@pytest.mark.slow  # the whole quick pipeline, 52 runs: ~30-60 s on 2 cores
 def test_quick_end_to_end(shared_data: Path, tmp_path: Path):
     out = tmp_path / "quick"
     assert main(["reproduce", "--dataset", "all", "--quick", "--out", str(out), "--workers", "0",
