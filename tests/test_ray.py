@@ -161,42 +161,61 @@ def _assert_same_predictions(got: list[dict], want: list[dict]) -> None:
             assert gu["probs"] == pytest.approx(wu["probs"], abs=2e-6)
 
 
+def _write_csv(path: Path, convs: list[dict]) -> Path:
+    rows = ["dialogue_id,speaker,text,label"] + [f"{c['id']},{u['speaker']},{u['text']},{u.get('label', '')}"
+                                                 for c in convs for u in c["utterances"]]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _local_jsonl(inp: Path, out: Path) -> list[dict]:
+    assert main(["predict", str(inp), "--threads", "1", "--out", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
 def test_predict_on_ray_equals_local_in_input_order(tmp_path: Path, cluster):
-    convs = _conversations(2000, seed=0, prefix="c")
-    inp = _write_jsonl(tmp_path / "talk.jsonl", convs)
-    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
-    assert main(["predict", str(inp), "--threads", "1", "--out", str(local)]) == 0
-    assert main(["predict", "--backend", "ray", str(inp), "--out", str(on_ray)]) == 0
-    got = [json.loads(line) for line in on_ray.read_text(encoding="utf-8").splitlines()]
-    assert [c["id"] for c in got] == [c["id"] for c in convs]  # input order, each exactly once
-    assert sum(len(c["utterances"]) for c in got) == 2000
-    _assert_same_predictions(got, [json.loads(line) for line in local.read_text(encoding="utf-8").splitlines()])
-
-
-def test_predict_on_ray_reads_a_folder_and_writes_csv(tmp_path: Path, cluster):
+    """A folder of a 2,000-utterance JSONL file and a CSV file in a subfolder: the output is
+    the local outputs of the two files, one after the other, each conversation once."""
     folder = tmp_path / "in"
     (folder / "b").mkdir(parents=True)
-    first = _write_jsonl(folder / "a.jsonl", _conversations(150, seed=1, prefix="a"))
-    second = folder / "b" / "z.csv"  # a CSV in a subfolder: read after a.jsonl
-    rows = ["dialogue_id,speaker,text,label"] + [f"{c['id']},{u['speaker']},{u['text']},{u.get('label', '')}"
-                                                 for c in _conversations(150, seed=2, prefix="z")
-                                                 for u in c["utterances"]]
-    second.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    first = _write_jsonl(folder / "a.jsonl", _conversations(2000, seed=0, prefix="a"))
+    second = _write_csv(folder / "b" / "z.csv", _conversations(150, seed=1, prefix="z"))  # read after a.jsonl
     (folder / "notes.txt").write_text("not an input")
-    out = tmp_path / "labels.csv"
-    assert main(["predict", "--backend", "ray", str(folder), "--out", str(out), "--concurrency", "2"]) == 0
-    want = []
-    for i, part in enumerate((first, second)):
-        assert main(["predict", str(part), "--threads", "1", "--out", str(tmp_path / f"{i}.csv")]) == 0
-        lines = (tmp_path / f"{i}.csv").read_text(encoding="utf-8").splitlines()
-        want += lines if i == 0 else lines[1:]  # one header
-    got = out.read_text(encoding="utf-8").splitlines()
-    assert len(got) == len(want) == 1 + 300
-    for g, w in zip(got, want):  # all columns but the probability exactly; it to 2e-6
+    out = tmp_path / "labels.jsonl"
+    assert main(["predict", "--backend", "ray", str(folder), "--out", str(out)]) == 0
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    want = _local_jsonl(first, tmp_path / "a.jsonl") + _local_jsonl(second, tmp_path / "z.jsonl")
+    assert [c["id"] for c in want][:3] == ["a0", "a1", "a2"] and want[-1]["id"].startswith("z")
+    assert len({c["id"] for c in got}) == len(got)  # each conversation once ...
+    assert sum(len(c["utterances"]) for c in got) == 2150
+    _assert_same_predictions(got, want)  # ... in input order, labelled as locally
+
+
+def test_labeller_writes_the_local_csv_rows(tmp_path: Path):
+    """The actor's CSV text (no cluster: the class called in this process) is the local
+    ``iein predict``'s CSV, row for row, from blocks as the read task makes them."""
+    from iein.batch_predict import _Labeller, _read_file
+    from iein.recognizer import resolve_model
+    from iein.utils import torch_threads
+
+    inp = _write_csv(tmp_path / "talk.csv", _conversations(120, seed=3, prefix="t"))
+    local = tmp_path / "local.csv"
+    assert main(["predict", str(inp), "--threads", "1", "--out", str(local)]) == 0
+    with torch_threads(1):
+        labeller = _Labeller(resolve_model("meld").read_bytes(), "meld", [str(inp)], "csv", 8, 1)
+        text, seqs = [], []
+        for block in _read_file(inp, str(inp), "csv", 0, 16):  # several blocks of 16 conversations
+            out = labeller({k: block[k].to_numpy(zero_copy_only=False) for k in block.column_names})
+            text += list(out["text"])
+            seqs += out["seq"].tolist()
+    assert seqs == list(range(len(seqs))) and len(text) > 16
+    want = local.read_text(encoding="utf-8").splitlines()[1:]  # without the header
+    got = "".join(text).splitlines()
+    assert len(got) == len(want) == 120
+    for g, w in zip(got, want):  # every column exactly but the probability, that to 2e-6
         g_cells, w_cells = g.split(","), w.split(",")
         assert g_cells[:-2] + g_cells[-1:] == w_cells[:-2] + w_cells[-1:]
-        if g_cells[-2] != "prob":
-            assert float(g_cells[-2]) == pytest.approx(float(w_cells[-2]), abs=2e-6)
+        assert float(g_cells[-2]) == pytest.approx(float(w_cells[-2]), abs=2e-6)
 
 
 def test_predict_on_ray_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, cluster,
@@ -207,7 +226,7 @@ def test_predict_on_ray_bad_input_is_one_line_and_writes_nothing(tmp_path: Path,
     out = tmp_path / "out.jsonl"
     assert main(["predict", str(inp), "--out", str(out)]) == 2
     local_err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert main(["predict", "--backend", "ray", str(inp), "--out", str(out)]) == 2
+    assert main(["predict", "--backend", "ray", str(inp), "--out", str(out), "--concurrency", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == local_err and local_err.startswith(f"error: {inp}:3: malformed JSON")
     assert not out.exists() and list(tmp_path.iterdir()) == [inp]

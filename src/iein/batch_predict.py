@@ -10,15 +10,15 @@ in one process.  This module spreads the same work over a cluster, with the same
 * **Reading.**  A read task per input file (a directory: every ``.jsonl``/``.ndjson``/
   ``.json``/``.csv`` below it, in name order) streams it through the very reader the local
   path uses (:func:`iein.data.generic.iter_conversations`: same validation, same one-line
-  errors, same default ids) and yields blocks of :data:`BLOCK_BATCHES` x ``batch_size``
-  *whole* conversations: a conversation is one row, so it is never split, whatever Ray
-  does with blocks.  Each row carries its place in the input: ``(file, seq)``.  Read tasks
-  run on the driver's node (where the input is) and reserve no CPU, so a cluster filled
-  with labelling actors still reads; one large file is read by one task, which costs little
-  next to the model.
+  errors, same default ids).  A conversation is one row, so it is never split, whatever
+  Ray does with blocks; each row carries its place in the input, ``(file, seq)``.  Ray Data
+  gathers the rows into blocks of about 1/(:data:`BLOCKS_PER_ACTOR` x actors) of the input,
+  so every actor gets several.  Read tasks run on the driver's node (where the input is)
+  and reserve no CPU, so a cluster filled with labelling actors still reads; one large file
+  is read by one task, which costs little next to the model.
 * **Labelling.**  ``map_batches`` with a callable class: each actor loads the model once
-  (the checkpoint's bytes travel through Ray's object store, so workers need no copy of
-  the file), pins its torch threads to its CPUs (``--threads``), and turns every
+  (the checkpoint's bytes travel with the actor's arguments, through Ray's object store,
+  so other nodes need no copy of the file), pins its torch threads to its CPUs (``--threads``), and turns every
   conversation into its finished output text with the local path's own formatters
   (:func:`~iein.recognizer.jsonl_record`, :func:`~iein.recognizer.csv_rows`), so the two
   backends write the same records.
@@ -92,15 +92,15 @@ class _NamedFile(io.BufferedReader):
         return self._display_name
 
 
-def _read_file(path: Path, name: str, fmt: str | None, file_index: int, block_rows: int) -> Iterator[Any]:
-    """A read task: the conversations of one file as Arrow blocks of whole conversations,
-    each row ``(file, seq, conv)`` with the conversation as JSON text."""
+def _read_file(path: Path, name: str, fmt: str, file_index: int, block_rows: int) -> Iterator[Any]:
+    """A read task: the conversations of one file (in format ``fmt``: a stream's would be
+    guessed) as Arrow blocks of whole conversations, each row ``(file, seq, conv)`` with
+    the conversation as JSON text."""
     import pyarrow as pa
 
-    from .data.generic import MAX_UTTERANCES, _format_of, iter_conversations
+    from .data.generic import MAX_UTTERANCES, iter_conversations
     from .recognizer import MAX_UTTERANCE_CHARS
 
-    fmt = _format_of(name, fmt)  # from the name's extension, as locally (a stream would be sniffed)
     seqs: list[int] = []
     rows: list[str] = []
 
@@ -136,16 +136,22 @@ def _block_metadata(path: Path) -> Any:
 
 
 def _datasource(files: list[tuple[Path, str]], fmt: str | None, block_rows: int) -> Any:
-    """A Ray Data source of whole conversations: one read task per file, on the driver's node."""
+    """A Ray Data source of whole conversations: one read task per file, on the driver's node.
+    The format of each file (``fmt``, else its extension) is settled here, so a file that
+    has none fails now, in the driver."""
     from ray.data.datasource import Datasource, ReadTask
+
+    from .data.generic import _format_of
+
+    formats = [_format_of(name, fmt) for _, name in files]
 
     class ConversationFiles(Datasource):
         def estimate_inmemory_data_size(self) -> int | None:
             return sum(path.stat().st_size for path, _ in files)
 
         def get_read_tasks(self, parallelism: int, **_: Any) -> list[Any]:
-            return [ReadTask(functools.partial(_read_file, path, name, fmt, i, block_rows), _block_metadata(path))
-                    for i, (path, name) in enumerate(files)]
+            return [ReadTask(functools.partial(_read_file, path, name, formats[i], i, block_rows),
+                             _block_metadata(path)) for i, (path, name) in enumerate(files)]
 
         @property
         def supports_distributed_reads(self) -> bool:
@@ -159,22 +165,20 @@ def _datasource(files: list[tuple[Path, str]], fmt: str | None, block_rows: int)
 class _Labeller:
     """A Ray Data actor: one Recognizer, loaded once, turning conversations into output text."""
 
-    def __init__(self, checkpoint: Any, model_name: str, names: list[str], fmt: str, batch_size: int,
-                 threads: int) -> None:
+    def __init__(self, checkpoint: bytes, model_name: str, names: list[str], fmt: str, batch_size: int,
+                 threads: int, device: str = "cpu") -> None:
         import tempfile
 
-        import ray
         import torch
 
         from .checkpoint import load_checkpoint
         from .recognizer import Recognizer
 
         torch.set_num_threads(threads)
-        data = ray.get(checkpoint) if isinstance(checkpoint, ray.ObjectRef) else checkpoint
         with tempfile.TemporaryDirectory(prefix="iein-") as tmp:
             path = Path(tmp) / "model.safetensors"  # safetensors reads a file
-            path.write_bytes(data)
-            self.recognizer = Recognizer(load_checkpoint(path), source=model_name)
+            path.write_bytes(checkpoint)
+            self.recognizer = Recognizer(load_checkpoint(path), source=model_name, device=device)
         self.names, self.fmt, self.batch_size = names, fmt, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -210,22 +214,24 @@ class _Labeller:
 
 
 def _user_error(exc: BaseException) -> IeinError | None:
-    """The iein error (bad input, bad model) behind a Ray error, if that is what it is: Ray
-    wraps a task's exception (``RayTaskError``, Ray Data's ``UserCodeException``) with the
-    remote traceback; the user gets the one-line message, as locally."""
+    """The iein error (bad input, bad model) behind a Ray error, if that is what it is.
+
+    Ray re-raises a task's exception as ``RayTaskError(<its class>)``, with the remote
+    traceback in its message, and Ray Data adds lines about retries to the original's: the
+    user gets the original's first line, as the local path prints it (iein's errors are one
+    line)."""
     seen: set[int] = set()
-    todo = [exc]
+    todo: list[BaseException | None] = [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        if isinstance(e, IeinError) and type(e).__module__ == IeinError.__module__:
+            lines = str(e).splitlines()
+            return type(e)(lines[0] if lines else "")
         cause = getattr(e, "cause", None)
-        if isinstance(cause, IeinError):
-            return cause
-        if isinstance(e, IeinError) and type(e).__module__.startswith("iein"):
-            return e
-        todo += [e.__cause__, e.__context__, cause if isinstance(cause, BaseException) else None]
+        todo += [e.__context__, e.__cause__, cause if isinstance(cause, BaseException) else None]
     return None
 
 
@@ -243,22 +249,24 @@ def _data_context(block_bytes: int) -> Iterator[None]:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    fields = ("target_max_block_size", "enable_progress_bars", "print_on_execution_start")
-    saved = [getattr(ctx, f) for f in fields], ctx.execution_options.preserve_order
+    wanted = {"target_max_block_size": block_bytes, "enable_progress_bars": False,
+              "print_on_execution_start": False}  # the last one is newer than some Ray releases
+    saved = {k: getattr(ctx, k) for k in wanted if hasattr(ctx, k)}
+    order = ctx.execution_options.preserve_order
     data_log = logging.getLogger("ray.data")
     level = data_log.level
+    for k in saved:
+        setattr(ctx, k, wanted[k])
     ctx.execution_options.preserve_order = True
-    ctx.target_max_block_size = block_bytes
-    ctx.enable_progress_bars = ctx.print_on_execution_start = False
     data_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
             yield
     finally:
-        for f, v in zip(fields, saved[0]):
-            setattr(ctx, f, v)
-        ctx.execution_options.preserve_order = saved[1]
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+        ctx.execution_options.preserve_order = order
         data_log.setLevel(level)
 
 
@@ -272,18 +280,20 @@ def predict_on_ray(
     threads: int = 1,
     concurrency: int | None = None,
     address: str | None = None,
+    device: str = "cpu",
     progress: bool = False,
     log: Any = None,
 ) -> tuple[int, int, int]:
     """Label ``input_path`` (a file or a folder of files) on the Ray cluster at ``address``
     (None: a local one) and write the local ``iein predict``'s records, in input order, to
     ``out`` (atomically) or stdout.  ``concurrency`` actors (default: as many as the
-    cluster's CPUs allow) of ``threads`` CPUs each.  Returns (conversations, utterances,
+    cluster's CPUs allow) of ``threads`` CPUs each, and one GPU each when ``device`` is
+    CUDA (any ``cuda:N`` means the GPU Ray gives the actor: it sees only that one).  Returns (conversations, utterances,
     utterances with empty text)."""
     from tqdm.auto import tqdm
 
     from .recognizer import Recognizer, csv_header, resolve_model
-    from .reproduce.ray_backend import connected
+    from .reproduce.ray_backend import connected, import_ray
     from .utils import atomic_path, plural
 
     if batch_size < 1:
@@ -293,17 +303,22 @@ def predict_on_ray(
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    import_ray()  # one line when Ray is missing
+    # everything that can be checked here fails here, before a cluster starts
     files = input_files(input_path)
+    source = _datasource(files, input_format, BLOCK_BATCHES * batch_size)
     path = resolve_model(model)
-    steps = Recognizer.load(model).steps  # a bad or oracle checkpoint fails here, in one line
-    block_rows = BLOCK_BATCHES * batch_size
+    steps = Recognizer.load(model).steps  # a bad or oracle checkpoint fails in one line
     n_convs = n_utts = n_empty = 0
     with contextlib.ExitStack() as job:
-        ray = job.enter_context(connected(address, log))
+        ray = job.enter_context(connected(address))
         import ray.data
 
-        cpus = ray.cluster_resources().get("CPU", 0)
-        actors = concurrency or max(1, int(cpus // threads))
+        resources = ray.cluster_resources()
+        cpus, gpus, gpu = resources.get("CPU", 0), int(resources.get("GPU", 0)), str(device).startswith("cuda")
+        if gpu and not gpus:  # Ray would wait for one forever
+            raise ConfigError(f"--device {device}: the Ray cluster has no GPU")
+        actors = concurrency or max(1, min(int(cpus // threads), gpus if gpu else int(cpus)))
         log(f"ray: labelling {plural(len(files), 'file')} with {plural(actors, 'actor')} of "
             f"{plural(threads, 'CPU')} each ({cpus:g} CPUs in the cluster)")
         # A block is one actor call.  Ray Data gathers a read task's rows into blocks of up
@@ -312,12 +327,11 @@ def predict_on_ray(
         total = sum(p.stat().st_size for p, _ in files)
         job.enter_context(_data_context(min(MAX_BLOCK_BYTES, max(MIN_BLOCK_BYTES,
                                                                    total // (BLOCKS_PER_ACTOR * actors)))))
-        ds = ray.data.read_datasource(_datasource(files, input_format, block_rows), num_cpus=0,
-                                      override_num_blocks=len(files))
+        ds = ray.data.read_datasource(source, num_cpus=0, override_num_blocks=len(files))
         ds = ds.map_batches(_Labeller, batch_size=None, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads,
+                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads, num_gpus=int(gpu),
                             fn_constructor_args=(path.read_bytes(), os.fspath(model), [name for _, name in files],
-                                                 fmt, batch_size, threads))
+                                                 fmt, batch_size, threads, "cuda" if gpu else device))
         with contextlib.ExitStack() as stack:
             if out is not None:
                 fh = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w", encoding="utf-8",
@@ -347,8 +361,6 @@ def predict_on_ray(
                         fh.write(text)
                         n_convs, n_utts, n_empty = n_convs + 1, n_utts + int(n), n_empty + int(e)
                         bar.update(int(n))
-            except IeinError:
-                raise
             except Exception as exc:
                 err = _user_error(exc)
                 if err is None:

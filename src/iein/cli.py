@@ -216,7 +216,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .batch_predict import predict_on_ray
 
         counts = predict_on_ray(args.input, args.out, args.model, fmt, args.input_format, args.batch_size,
-                                args.threads or 1, args.concurrency, args.address, progress=progress)
+                                args.threads or 1, args.concurrency, args.address, device=args.device,
+                                progress=progress)
         return _predict_summary(args, *counts)
     if args.address is not None or args.concurrency is not None:
         raise ConfigError("--address and --concurrency are Ray's: use them with --backend ray")

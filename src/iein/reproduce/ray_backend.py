@@ -13,7 +13,8 @@ would fail again) and is reported as failed, like with the pool.  A result is re
 once per key even if Ray were to deliver one twice: the driver checks before appending.
 
 Resources: a task asks for ``threads_per_worker`` CPUs (its torch thread count) and one GPU
-when its run trains on CUDA (``--set train.device=cuda``).  Ray keeps a worker process
+when its run trains on CUDA (``--set train.device=cuda``; Ray shows the task only the GPU it
+was given, so ``cuda:N`` with N > 0 would not exist there).  Ray keeps a worker process
 alive between tasks, so the dataset a worker prepared for one run is reused by its next
 (:func:`.runner._prepared`).
 
@@ -55,8 +56,28 @@ def check_arguments(workers: int | None) -> None:
         raise ConfigError("--workers 0 trains in this process: leave it out with --backend ray")
 
 
+#: Seconds to wait for a cluster's head to answer (Ray itself retries for many minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, in one line, when nothing listens at a ``HOST:PORT`` address;
+    ``ray.init`` would keep retrying for many minutes.  Other forms (``auto``,
+    ``ray://...``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
+                          "one with `ray start --head` and give its HOST:6379") from None
+
+
 @contextlib.contextmanager
-def connected(address: str | None, log: Log) -> Iterator[Any]:
+def connected(address: str | None) -> Iterator[Any]:
     """Connect to the Ray cluster at ``address`` for the duration of the block.
 
     ``None`` starts a local one-machine cluster (or joins the one ``RAY_ADDRESS`` names).  A
@@ -66,6 +87,8 @@ def connected(address: str | None, log: Log) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
+    if address is not None:
+        _check_reachable(address)
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
     if address is None:
         kwargs["include_dashboard"] = False  # a local cluster for this command only
@@ -139,9 +162,12 @@ def run_on_ray(
         return
     threads = int(options.get("threads_per_worker", 1))
     options = _absolute_paths(dict(options, parent_pid=None), sorted({s.dataset for s in pending}))
-    with connected(address, log) as ray:
+    with connected(address) as ray:
         cpus = ray.cluster_resources().get("CPU", 0)
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        needs_gpu = [s.key for s in pending if _resources(s, threads)["num_gpus"]]
+        if needs_gpu and not ray.cluster_resources().get("GPU", 0):  # Ray would wait for one forever
+            raise ConfigError(f"run {needs_gpu[0]} trains on CUDA, but the Ray cluster has no GPU")
         log(f"ray: {plural(nodes, 'node')}, {cpus:g} CPUs: up to {int(cpus // threads)} runs at once "
             f"({plural(threads, 'CPU')} each)")
         task = ray.remote(_run_task)
