@@ -1,8 +1,12 @@
 """Shared test fixtures: where the real corpora live (read-only, never copied)."""
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -36,3 +40,26 @@ def tiny_meld_checkpoint(shared_data: Path, tmp_path_factory: pytest.TempPathFac
                            encoder_config=dict(hidden=8), train=TrainConfig(max_epochs=1, threads=1))
     train(prepare(small, log=lambda _: None), exp, out=out, log=lambda _: None)
     return out
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """(directory served, base URL) of an HTTP server on 127.0.0.1 (404 for anything not in
+    the directory), shut down afterwards: downloads are tested without a network."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

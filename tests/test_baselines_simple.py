@@ -14,7 +14,7 @@ from iein.encoders.glove_cnn import GloveCNN, GloveCNNConfig
 from iein.errors import ConfigError
 from iein.layers import BiRNN
 from iein.models.clstm import CLSTM, CLSTMConfig
-from iein.models.clstm_crf import CLSTMCRF, CLSTMCRFConfig, crf_log_partition, crf_marginals, crf_partial_nll
+from iein.models.clstm_crf import CLSTMCRF, CLSTMCRFConfig, crf_log_partition, crf_partial_nll
 from iein.models.cnn import CNN, CNNConfig
 from iein.text.vocab import Vocab
 

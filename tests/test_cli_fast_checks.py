@@ -3,7 +3,6 @@ items 1, 5, 6 and 8): one clear line naming the flag, in a fresh interpreter whe
 see whether torch was loaded at all."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -1,14 +1,10 @@
 """Downloads against a local HTTP mirror built at test time from the shared corpora."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import shutil
-import threading
 import zipfile
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,28 +14,6 @@ from iein.data.meld import read_meld
 from iein.errors import DataError
 
 MELD_PATH = "declare-lab/MELD/master/data/MELD"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """(directory served, base URL) of an HTTP server on 127.0.0.1, shut down afterwards."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def _sha(path: Path) -> str:

@@ -7,15 +7,11 @@ one ``error:`` line, no traceback, nothing overwritten, nothing left behind."""
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import json
 import shutil
 import socket
-import threading
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -271,27 +267,6 @@ def test_service_keeps_its_other_errors(client) -> None:
 
 
 # --- 10. a failed download leaves no empty folder ------------------------------------------
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """(folder served, base URL) of a local HTTP server: 404 for anything not in the folder."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
 
 @pytest.fixture
 def refused() -> str:

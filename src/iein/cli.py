@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import __version__
 from .errors import ConfigError, IeinError
@@ -205,7 +205,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data.generic import MAX_UTTERANCES, iter_conversations
     from .recognizer import (MAX_UTTERANCE_CHARS, Recognizer, csv_header, csv_rows, format_trace,
                              jsonl_record)
-    from .utils import atomic_path, plural, torch_threads
+    from .utils import atomic_path, torch_threads
 
     fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "jsonl")
     # A progress bar on a terminal's stderr, unless it would interleave with output on that terminal.

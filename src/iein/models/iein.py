@@ -19,7 +19,7 @@ Variants (Table 3 of the paper) are a config switch, not a separate model:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F

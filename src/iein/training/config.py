@@ -8,9 +8,8 @@ larger one.  ``docs/results.md`` shows the dev evidence for each choice.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from ..configuration import Config
 from ..errors import ConfigError
