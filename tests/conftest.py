@@ -63,3 +63,14 @@ def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def write_jsonl(path: Path, conversations) -> Path:
+    """Conversations in the generic JSONL layout (README), for tests that drive the CLI."""
+    import json
+
+    with path.open("w", encoding="utf-8") as fh:
+        for conv in conversations:
+            utts = [{"speaker": u.speaker, "text": u.text, "label": u.label} for u in conv.utterances]
+            fh.write(json.dumps({"id": conv.id, "utterances": utts}) + "\n")
+    return path

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import write_jsonl
 import torch
 from safetensors.torch import load_file
 
@@ -78,11 +80,7 @@ def test_two_processes_equal_one(shared_data: Path, tmp_path: Path, capsys: pyte
     corpus = []
     # 41 train dialogues, 8 a global batch: the last batch has 1 dialogue, so rank 1 gets a stand-in
     for split, n in (("train", 41), ("dev", 10), ("test", 10)):
-        path = tmp_path / f"{split}.jsonl"
-        with path.open("w", encoding="utf-8") as fh:
-            for c in meld[split][:n]:
-                utts = [{"speaker": u.speaker, "text": u.text, "label": u.label} for u in c.utterances]
-                fh.write(json.dumps({"id": c.id, "utterances": utts}) + "\n")
+        path = write_jsonl(tmp_path / f"{split}.jsonl", meld[split][:n])
         corpus += [f"--{split}", str(path)]
     for r in (0, 1):
         (tmp_path / f"rank{r}").mkdir()

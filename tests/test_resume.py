@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import write_jsonl
 import torch
 from safetensors.torch import load_file
 
@@ -39,11 +41,7 @@ def corpus_args(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     folder = tmp_path_factory.mktemp("corpus")
     args = []
     for split, n in (("train", 40), ("dev", 10), ("test", 10)):
-        path = folder / f"{split}.jsonl"
-        with path.open("w", encoding="utf-8") as fh:
-            for conv in meld[split][:n]:
-                utts = [{"speaker": u.speaker, "text": u.text, "label": u.label} for u in conv.utterances]
-                fh.write(json.dumps({"id": conv.id, "utterances": utts}) + "\n")
+        path = write_jsonl(folder / f"{split}.jsonl", meld[split][:n])
         args += [f"--{split}", str(path)]
     return args
 

@@ -4,7 +4,6 @@ the CLI, on a tiny random BERT built in the test (no downloads): the three ways 
 classifier, export, train a context model on the exported encoder's cached features)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from iein.data.conversation import Conversation, Corpus, Utterance
 from iein.recognizer import Recognizer
 from iein.training.experiment import resolve_experiment
 from iein.training.trainer import prepare, train
+from tests.conftest import write_jsonl
 from tests.test_transformer_encoder import VOCAB, make_tiny_bert
 
 WORDS = [w for w in VOCAB if w.isalpha()]
@@ -39,12 +39,6 @@ def _corpus() -> Corpus:
 
     return Corpus("toy", ("happy", "sad"), {"train": [conv(i) for i in range(12)], "dev": [conv(i) for i in range(12, 16)],
                                             "test": [conv(i) for i in range(16, 20)]})
-
-
-def _write_jsonl(path: Path, convs: list[Conversation]) -> Path:
-    path.write_text("".join(json.dumps({"id": c.id, "utterances": [
-        {"speaker": u.speaker, "text": u.text, "label": u.label} for u in c.utterances]}) + "\n" for c in convs))
-    return path
 
 
 @pytest.mark.parametrize("mode,arch", [("frozen", "iein"), ("lora", "clstm"), ("finetune", "cnn")])
@@ -75,7 +69,7 @@ def test_every_mode_trains_and_round_trips(tmp_path, mode, arch):
 def test_two_stage_recipe_through_the_cli(tmp_path, capsys):
     bert = make_tiny_bert(tmp_path / "bert")
     corpus = _corpus()
-    files = {s: _write_jsonl(tmp_path / f"{s}.jsonl", corpus[s]) for s in ("train", "dev", "test")}
+    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", corpus[s]) for s in ("train", "dev", "test")}
     common = ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
               "--encoder", "transformer", "--threads", "1", "--epochs", "2", "--set", f"encoder.model={bert}"]
     stage1 = tmp_path / "stage1.safetensors"

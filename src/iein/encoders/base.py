@@ -91,6 +91,15 @@ class UtteranceEncoder(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def features_key(cls, config: dict[str, Any]) -> str:
+        """Which prepared features this encoder reads, from its config overrides: encoders with
+        equal keys share one featurized corpus (the trainer checks it, reproduce caches by it).
+        Default: the encoder and every setting."""
+        import json
+
+        return f"{cls.encoder_type}:{json.dumps(config, sort_keys=True)}"
+
+    @classmethod
     def featurizer_from_state(cls, state: dict[str, Any], config: EncoderConfig) -> Featurizer:
         """Rebuild the featurizer saved in a checkpoint header."""
         raise NotImplementedError

@@ -110,6 +110,11 @@ class GloveEncoder(UtteranceEncoder):
         return feat, {"vocab_size": len(feat.vocab), "embedding_dim": int(feat.embeddings.shape[1])}
 
     @classmethod
+    def features_key(cls, config: dict[str, Any]) -> str:
+        """Every GloVe encoder reads the same token ids: only ``max_words`` changes them."""
+        return f"words:{config.get('max_words', MAX_WORDS)}"
+
+    @classmethod
     def featurizer_from_state(cls, state: dict[str, Any], config: EncoderConfig) -> Featurizer:
         return WordFeaturizer.from_state(state, config)
 

@@ -347,8 +347,7 @@ def _prepared(dataset: str, encoder: str, encoder_config: dict[str, Any]) -> Any
     from ..training.trainer import prepare
 
     cache = _WORKER["cache"]
-    family = get_encoder_class(encoder).featurizer_from_state.__func__.__qualname__
-    key = (dataset, family, json.dumps(encoder_config, sort_keys=True) if family.startswith("Transformer") else "")
+    key = (dataset, get_encoder_class(encoder).features_key(encoder_config))
     if key not in cache:
         opts = _WORKER["options"]
         corpus = load_dataset(dataset, opts.get("data_root"), bool(opts.get("quick")))

@@ -81,6 +81,7 @@ class PreparedData:
     encoder: str
     featurizer: Featurizer
     encoder_derived: dict[str, Any]  # encoder config fields decided by the data (vocab size...)
+    features_key: str  # which encoders can read these features (UtteranceEncoder.features_key)
     splits: dict[str, list[EncodedConversation]]
     coverage: dict[str, Any]
     provenance: dict[str, Any]
@@ -112,7 +113,8 @@ def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "g
     if release is not None:  # e.g. a frozen transformer's base model: not needed for training
         release()
     return PreparedData(
-        corpus.name, tuple(corpus.labels), encoder, featurizer, derived, splits, dict(featurizer.coverage),
+        corpus.name, tuple(corpus.labels), encoder, featurizer, derived, enc_cls.features_key(dict(encoder_config or {})),
+        splits, dict(featurizer.coverage),
         dict(featurizer.provenance), {name: fingerprint(convs) for name, convs in corpus.splits.items()},
         {k: list(v) for k, v in corpus.notes.items()},
     )
@@ -156,9 +158,7 @@ def build_optimizer(model: ConversationModel, cfg: TrainConfig) -> torch.optim.A
 def build_for(data: PreparedData, exp: ExperimentConfig, pretrained: bool = True) -> ConversationModel:
     """The experiment's model on the prepared data's encoder (labels and data-decided
     encoder fields filled in)."""
-    same_features = (get_encoder_class(exp.encoder).featurizer_from_state.__func__
-                     is get_encoder_class(data.encoder).featurizer_from_state.__func__)
-    if exp.encoder != data.encoder and not same_features:
+    if get_encoder_class(exp.encoder).features_key(exp.encoder_config) != data.features_key:
         raise ConfigError(f"encoder {exp.encoder!r} cannot read data prepared for {data.encoder!r}")
     model_cfg = dict(exp.model, n_labels=len(data.labels))
     enc_cfg = dict(exp.encoder_config, **data.encoder_derived)
