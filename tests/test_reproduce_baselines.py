@@ -346,7 +346,17 @@ def test_quick_baselines_end_to_end(shared_data: Path, tmp_path: Path, capsys: p
     runs = [r for r in recs if r["kind"] == "run"]
     assert sorted(r["key"] for r in runs) == sorted(f"meld/meld-{a}+quick/{a}/seed{s}" for a in BASELINES
                                                    for s in (0, 1))
-    assert {(r["arch"], r["encoder"]) for r in runs} == {(a, "glove-cnn") for a in BASELINES}
+    two_stage = {"dialoguernn", "dialoguegcn"}
+    assert {(r["arch"], r["encoder"]) for r in runs} == {(a, "frozen" if a in two_stage else "glove-cnn")
+                                                        for a in BASELINES}
+    # two-stage: each seed's CNN is trained once into out/stage1 and frozen under both models
+    for seed in (0, 1):
+        firsts = [r["stage1"] for r in runs if r["arch"] in two_stage and r["seed"] == seed]
+        assert len(firsts) == 2 and len({f["checkpoint"] for f in firsts}) == 1
+        assert sorted(f["reused"] for f in firsts) == [False, True] and firsts[0]["arch"] == "cnn"
+        assert Path(firsts[0]["checkpoint"]).parent == (out / "stage1").resolve()
+    assert len(list((out / "stage1").glob("*.safetensors"))) == 2
+    assert all("stage1" not in r for r in runs if r["arch"] not in two_stage)
     plan = next(r for r in recs if r["kind"] == "plan")
     assert plan["only"] == "baselines" and plan["baselines"] == list(BASELINES) and plan["estimate"]["todo"] == 10
     md = (out / "report.md").read_text()

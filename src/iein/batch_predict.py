@@ -141,9 +141,9 @@ def _datasource(files: list[tuple[Path, str]], fmt: str | None, block_rows: int)
     has none fails now, in the driver."""
     from ray.data.datasource import Datasource, ReadTask
 
-    from .data.generic import _format_of
+    from .data.generic import format_of
 
-    formats = [_format_of(name, fmt) for _, name in files]
+    formats = [format_of(name, fmt) for _, name in files]
 
     class ConversationFiles(Datasource):
         def estimate_inmemory_data_size(self) -> int | None:

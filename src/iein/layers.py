@@ -71,9 +71,8 @@ class BiRNN(nn.Module):
             lens = lengths[chunk]
             max_len = int(lens.max())
             xs = x[chunk, :max_len]
-            pos = torch.arange(max_len, device=x.device)[None, :]
-            real = pos < lens[:, None]
-            rev = torch.where(real, lens[:, None] - 1 - pos, pos)  # reverse inside each length
+            real = length_mask(lens, max_len)
+            rev = reverse_within_lengths(lens, max_len)
             rev_x = rev[..., None].expand(-1, -1, xs.size(-1))
             out_f, _ = self.fwd(xs)
             out_b, _ = self.bwd(xs.gather(1, rev_x))
@@ -120,14 +119,7 @@ def gru_cell(x: Tensor, h: Tensor, gru: nn.GRU) -> Tensor:
     Used by the Gold Label ablation, which must recompute each position's output with its
     own gold label hidden while reusing the context states of its neighbours.
     """
-    gi = F.linear(x, gru.weight_ih_l0, gru.bias_ih_l0)
-    gh = F.linear(h, gru.weight_hh_l0, gru.bias_hh_l0)
-    i_r, i_z, i_n = gi.chunk(3, dim=-1)
-    h_r, h_z, h_n = gh.chunk(3, dim=-1)
-    r = torch.sigmoid(i_r + h_r)
-    z = torch.sigmoid(i_z + h_z)
-    n = torch.tanh(i_n + r * h_n)
-    return (1 - z) * n + z * h
+    return gru_update(F.linear(x, gru.weight_ih_l0, gru.bias_ih_l0), F.linear(h, gru.weight_hh_l0, gru.bias_hh_l0), h)
 
 
 def scatter_utterances(flat: Tensor, dialog_lengths: Tensor) -> Tensor:
@@ -157,10 +149,10 @@ def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
     ``gh = W_hh h + b_hh`` (PyTorch's gate order r, z, n): the caller may project all of a
     sequence's inputs at once outside its time loop, or add projections of several input
     parts.  Same function as ``nn.GRUCell`` (equal up to float rounding).  Used by
-    DialogueRNN's recurrence."""
+    DialogueRNN's recurrence and :func:`gru_cell`."""
     hidden = h.size(-1)
     i_rz, i_n = gi.split([2 * hidden, hidden], dim=-1)
     h_rz, h_n = gh.split([2 * hidden, hidden], dim=-1)
     r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
     n = torch.tanh(i_n + r * h_n)
-    return n + z * (h - n)  # = (1 - z) * n + z * h
+    return (1 - z) * n + z * h

@@ -154,7 +154,7 @@ def _stem(src: Source) -> str:
     return "stdin" if name == "<stdin>" else Path(name).stem or "stream"
 
 
-def _format_of(src: Source, fmt: str | None) -> str | None:
+def format_of(src: Source, fmt: str | None) -> str | None:
     """Explicit ``fmt``, else the extension; None for streams/stdin (sniffed from content)."""
     if fmt is not None:
         if fmt not in FORMATS:
@@ -318,7 +318,7 @@ def iter_conversations(
     """
     name = source_name(path_or_stream)
     limits = _Limits(max_utterance_chars, max_utterances)
-    fmt = _format_of(path_or_stream, fmt)
+    fmt = format_of(path_or_stream, fmt)
     lines = read_lines(path_or_stream)
     if fmt is None:
         fmt, lines = _sniff(lines)
@@ -372,7 +372,7 @@ def write_conversations(
     so ids should be unique (the readers refuse duplicates).
     """
     if isinstance(path_or_stream, (str, os.PathLike)) and str(path_or_stream) != "-":
-        fmt = _format_of(path_or_stream, fmt)
+        fmt = format_of(path_or_stream, fmt)
         with open(path_or_stream, "w", encoding="utf-8", newline="") as f:
             _write(conversations, f, fmt or "jsonl")
         return

@@ -32,6 +32,15 @@ class EncoderConfig(Config):
     dropout: float = 0.1  # on the encoder's input (word embeddings) during training
 
 
+def stack_vectors(features: Sequence[Any], dim: int) -> Tensor:
+    """Collate of encoders whose features are already vectors: ``(n, dim)`` float32."""
+    import numpy as np
+
+    if not len(features):
+        return torch.zeros(0, dim)
+    return torch.from_numpy(np.stack(features).astype(np.float32, copy=False))
+
+
 class Featurizer:
     """Conversations -> per-utterance features; JSON-serialisable (no pickles)."""
 

@@ -11,6 +11,7 @@ ENCODERS: LazyRegistry[type[UtteranceEncoder]] = LazyRegistry({
     "glove-bigru": "iein.encoders.glove_bigru:GloveBiGRU",
     "glove-cnn": "iein.encoders.glove_cnn:GloveCNN",
     "transformer": "iein.encoders.transformer:TransformerEncoder",
+    "frozen": "iein.encoders.frozen:FrozenEncoder",
 })
 
 

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from ..data.batching import _to
 from ..data.conversation import Conversation
 from ..errors import CheckpointError, ConfigError
-from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder
+from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
 from .cache import FeatureCache, cache_root, memo_sha256
 
 MODES = ("frozen", "finetune", "lora")
@@ -716,9 +716,7 @@ class TransformerEncoder(UtteranceEncoder):
     def collate(self, features: Sequence[np.ndarray]) -> Tensor | tuple[Tensor, Tensor]:
         """Frozen: ``(n, d)`` vectors.  Otherwise: padded ``(input_ids, attention_mask)``."""
         if self.config.mode == "frozen":
-            if not len(features):
-                return torch.zeros(0, self.output_dim)
-            return torch.from_numpy(np.stack(features).astype(np.float32, copy=False))
+            return stack_vectors(features, self.output_dim)
         return pad_ids(features, self.featurizer.tokenizer.pad_token_id or 0)
 
     def forward(self, inputs: Tensor | tuple[Tensor, Tensor]) -> Tensor:

@@ -29,7 +29,7 @@ from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
 from ..utils import atomic_write_text, plural
 from ..training.config import BASELINES
 from .plan import DEFAULT_SEEDS_BASELINES, FIGURE3_ITERATIONS, TABLE3_ITERATIONS, parse_key
-from .runner import _upgrade_record, decode_dialogues, read_records, runs_path
+from .runner import decode_dialogues, read_records, runs_path, upgrade_record
 
 # --------------------------------------------------------------------------------------------
 # the paper's published numbers (Lu et al., COLING 2020)
@@ -184,9 +184,15 @@ class Runs:
         runs = [r for r in self.runs if r["dataset"] == dataset and run_arch(r) == arch]
         if not runs:
             return None
-        names = sorted({_upgrade_record(r)["encoder"] for r in runs})
+        def name(r: dict[str, Any]) -> str:
+            first = r.get("stage1")
+            if first:  # two-stage: the encoder that made the (frozen) vectors
+                return f"`{first['encoder']}` (two-stage: trained as `{first['arch']}`, then frozen)"
+            return f"`{upgrade_record(r)['encoder']}`"
+
+        names = sorted({name(r) for r in runs})
         sets = sorted({", ".join(r.get("overrides") or ()) for r in runs} - {""})
-        return ", ".join(f"`{n}`" for n in names) + (f" (--set {'; '.join(sets)})" if sets else "")
+        return ", ".join(names) + (f" (--set {'; '.join(sets)})" if sets else "")
 
     def main(self, dataset: str) -> list[dict[str, Any]]:
         return self.select(dataset, "iein", self.main_t[dataset], self.seeds_main)

@@ -24,6 +24,7 @@ The report (:mod:`.report`) reads this file and nothing else.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -370,6 +371,9 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     with torch_threads(threads):
         exp = spec.experiment(threads)
+        stage1 = _stage1(spec, exp, opts)
+        if stage1 is not None:
+            exp = exp.on_frozen_encoder(stage1["checkpoint"])
         data = _prepared(spec.dataset, exp.encoder, exp.encoder_config)
         cfg = exp.train
         result = train(data, exp, out=None, progress=False, log=lambda _msg: None, evaluate_test=False)
@@ -393,7 +397,36 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
         "versions": {"iein": __version__, "torch": torch.__version__, "numpy": np.__version__},
         "seconds_per_epoch": round(result.seconds_per_epoch, 3),
         "wall_seconds": round(time.perf_counter() - t0, 3), "worker_pid": os.getpid(),
+        **({"stage1": stage1} if stage1 is not None else {}),
     }
+
+
+def _stage1(spec: RunSpec, exp: Any, opts: dict[str, Any]) -> dict[str, Any] | None:
+    """Stage 1 of a two-stage preset (DialogueRNN, DialogueGCN): the dataset's CNN with the
+    run's seed, trained once into ``<out>/stage1/`` and shared by the runs that freeze it (the
+    file name holds a hash of its experiment, so a changed preset never reuses a stale one).
+    Selection is on dev, as for every run; test is not looked at."""
+    from ..training.trainer import train
+
+    first = exp.stage1()
+    if first is None:
+        return None
+    ident = hashlib.sha256(json.dumps([spec.dataset, first.to_dict() | {"train": {
+        k: v for k, v in first.train.to_dict().items() if k not in ("threads", "device")}}, spec.quick],
+        sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(opts.get("stage1_dir") or "stage1")
+    path = folder / f"{spec.dataset}-{first.preset}-seed{first.train.seed}-{ident}.safetensors"
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"preset": first.preset, "arch": first.arch, "encoder": first.encoder,
+                            "checkpoint": str(path), "reused": path.exists()}
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        res = train(_prepared(spec.dataset, first.encoder, first.encoder_config), first, out=path,
+                    progress=False, log=lambda _msg: None, evaluate_test=False)
+        info.update(best_epoch=res.best_epoch, epochs_run=res.epochs_run,
+                    dev_score=res.history[res.best_epoch - 1].get("dev_score"))
+    info["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    return info
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +441,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
     """Records written before models and encoders were components: IEIN's flat config held
     the encoder's GRU size, and lambda was a training setting."""
     if "arch" in record:
@@ -436,7 +469,7 @@ def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     from ..models.registry import get_model_class
     from ..training.config import TrainConfig
 
-    record = _upgrade_record(record)
+    record = upgrade_record(record)
     exp = spec.experiment()
     if (record.get("arch"), record.get("encoder")) != (exp.arch, exp.encoder):
         return f"model differs: {record.get('arch')} on {record.get('encoder')} -> {exp.arch} on {exp.encoder}"
@@ -671,6 +704,7 @@ def reproduce(
         log(est.line())
 
         options = {"threads_per_worker": threads_per_worker, "quick": quick, "parent_pid": os.getpid(),
+                   "stage1_dir": str((out / "stage1").resolve()),
                    "data_root": str(data_root) if data_root is not None else None,
                    "embeddings": str(embeddings) if embeddings is not None else None}
         finished: list[str] = []

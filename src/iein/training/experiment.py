@@ -44,7 +44,27 @@ class ExperimentConfig:
 
     @property
     def description(self) -> str:
-        return PRESETS[self.preset].description
+        p = PRESETS[self.preset]
+        if self.encoder != p.encoder:  # the preset's text names its own encoder
+            return f"{p.description} [on {self.encoder} here: the preset's {p.encoder} settings do not apply]"
+        return p.description
+
+    def stage1(self) -> "ExperimentConfig | None":
+        """Stage 1 of a two-stage preset (its utterance classifier, same seed and speed
+        settings), or None: when the preset is single-stage, or the encoder is not the
+        preset's own (``--encoder``/``--encoder-from`` chose the utterance vectors)."""
+        p = PRESETS[self.preset]
+        if p.stage1 is None or self.encoder != p.encoder:
+            return None
+        flags = {k: getattr(self.train, k) for k in ("seed", "threads", "device")}
+        # a capped stage 2 (--epochs, the quick reproduction) caps stage 1 alike
+        flags["max_epochs"] = min(self.train.max_epochs, TrainConfig.from_dict(PRESETS[p.stage1].train).max_epochs)
+        return resolve_experiment(preset=p.stage1, encoder=self.encoder, overrides={
+            f"encoder.{k}": v for k, v in self.encoder_config.items()}, **flags)
+
+    def on_frozen_encoder(self, checkpoint: str) -> "ExperimentConfig":
+        """Stage 2: the same experiment on the frozen encoder of ``checkpoint``."""
+        return dataclasses.replace(self, encoder="frozen", encoder_config={"checkpoint": str(checkpoint)})
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..checkpoint import save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.batching import EncodedConversation, encode_with
 from ..data.conversation import Conversation, Corpus
 from ..encoders.base import Featurizer
@@ -103,7 +103,8 @@ def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "g
     for split, notes in corpus.notes.items():
         for note in notes:
             log(f"data note ({corpus.name}/{split}): {note}")
-    featurizer, derived = enc_cls.build_featurizer(cfg, corpus["train"], log, vectors=vectors)
+    featurizer, derived = enc_cls.build_featurizer(cfg, corpus["train"], log, vectors=vectors,
+                                                   load_encoder=_stage1_encoder)
     index = {name: i for i, name in enumerate(corpus.labels)}
     splits = {}
     for name, convs in corpus.splits.items():
@@ -118,6 +119,11 @@ def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "g
         dict(featurizer.provenance), {name: fingerprint(convs) for name, convs in corpus.splits.items()},
         {k: list(v) for k, v in corpus.notes.items()},
     )
+
+
+def _stage1_encoder(path: Path) -> Any:
+    """The utterance encoder of a trained checkpoint (stage 1 of two-stage training)."""
+    return load_checkpoint(path).model.utterance_encoder
 
 
 def class_weights(data: Sequence[EncodedConversation], n_labels: int, mode: str) -> torch.Tensor | None:

@@ -1,0 +1,136 @@
+"""Two-stage training with ``--encoder-from``: a stage-1 model's utterance encoder, frozen under
+any context model (the baselines' protocol, and the small shipped transformer models)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from iein.checkpoint import load_checkpoint
+from iein.cli import main
+from iein.data.conversation import Conversation, Utterance
+from iein.recognizer import Recognizer
+from tests.conftest import write_jsonl
+
+WORDS = ["good", "great", "bad", "awful", "the", "a", "is", "was", "day", "film"]
+
+
+def _conversations(n: int, seed: int) -> list[Conversation]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        utts = []
+        for j in range(4):
+            label = ["joy", "sadness"][int(rng.integers(2))]
+            cue = "great" if label == "joy" else "awful"
+            words = [WORDS[int(k)] for k in rng.integers(4, len(WORDS), 3)]
+            utts.append(Utterance(["ann", "bob"][j % 2], " ".join(words + [cue]), label))
+        out.append(Conversation(f"c{seed}-{i}", utts))
+    return out
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(1)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} {' '.join(f'{x:.3f}' for x in rng.normal(size=8))}\n" for w in WORDS))
+    out = {s: write_jsonl(tmp_path / f"{s}.jsonl", _conversations(n, k))
+           for k, (s, n) in enumerate((("train", 12), ("dev", 4), ("test", 4)))}
+    out["glove"] = glove
+    return out
+
+
+def _common(files: dict[str, Path]) -> list[str]:
+    return ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
+            "--embeddings", str(files["glove"]), "--threads", "1", "--epochs", "2"]
+
+
+CNN_SMALL = ["--set", "encoder.n_filters=4", "--set", "encoder.output_size=6", "--set", "encoder.filter_sizes=[2,3]"]
+
+
+def test_stage2_keeps_the_stage1_encoder_bit_for_bit(tmp_path, files, capsys):
+    stage1 = tmp_path / "stage1.safetensors"
+    assert main(["train", *_common(files), "--arch", "cnn", "--encoder", "glove-cnn", *CNN_SMALL,
+                 "--out", str(stage1)]) == 0
+    stage2 = tmp_path / "stage2.safetensors"
+    assert main(["train", *_common(files), "--arch", "dialoguernn", "--encoder-from", str(stage1),
+                 "--set", "model.global_dim=6", "--set", "model.party_dim=6", "--set", "model.emotion_dim=6",
+                 "--set", "model.hidden_dim=6", "--out", str(stage2)]) == 0
+    assert "frozen glove-cnn encoder from" in capsys.readouterr().err
+    first, second = load_checkpoint(stage1), load_checkpoint(stage2)
+    enc2 = second.model.utterance_encoder
+    assert enc2.encoder_type == "frozen" and enc2.output_dim == 6
+    # the frozen weights are the stage-1 encoder's, unchanged by stage-2 training
+    s1 = first.model.utterance_encoder.state_dict()
+    s2 = enc2.inner.state_dict()
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert not any(p.requires_grad for p in enc2.parameters())
+    # text -> vectors at prediction time: exactly the stage-1 encoder's output (eval mode)
+    conv = _conversations(1, 9)[0]
+    got = np.stack(enc2.featurizer.featurize(conv))
+    stage1_enc = first.model.utterance_encoder.eval()
+    with torch.no_grad():
+        want = stage1_enc.encode_many(first.featurizer.featurize(conv)).numpy()
+    np.testing.assert_array_equal(got, want)
+    # dropout of the context model does not reach the frozen encoder: train() keeps it in eval
+    second.model.train()
+    assert not enc2.inner.training
+    labels = [p["label"] for p in Recognizer.load(stage2).predict([(u.speaker, u.text) for u in conv.utterances])]
+    assert len(labels) == 4 and set(labels) <= {"joy", "sadness"}
+
+
+def test_encoder_from_bad_input_is_one_line(tmp_path, files, capsys):
+    assert main(["train", *_common(files), "--encoder-from", str(tmp_path / "nope.safetensors")]) == 2
+    assert main(["train", *_common(files), "--encoder-from", str(files["glove"]), "--encoder", "glove-cnn"]) == 2
+    assert main(["train", *_common(files), "--encoder-from", str(files["glove"])]) == 2  # not a checkpoint
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "file not found" in err[0] and "do not also give --encoder glove-cnn" in err[1]
+    assert "glove.txt" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.slow
+def test_lora_stage1_ships_small(tmp_path, files):
+    """A LoRA transformer frozen under IEIN: the stage-2 file holds the adapters, not the base."""
+    from tests.test_transformer_encoder import make_tiny_bert
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    common = [a for a in _common(files) if a not in ("--embeddings", str(files["glove"]))]
+    stage1 = tmp_path / "stage1.safetensors"
+    assert main(["train", *common, "--arch", "cnn", "--encoder", "transformer", "--set", f"encoder.model={bert}",
+                 "--set", "encoder.mode=lora", "--set", "encoder.encoder_lr=0.001", "--out", str(stage1)]) == 0
+    stage2 = tmp_path / "stage2.safetensors"
+    assert main(["train", *common, "--arch", "iein", "--encoder-from", str(stage1), "--out", str(stage2)]) == 0
+    keys = load_file(str(stage2)).keys()
+    inner = [k for k in keys if k.startswith("utterance_encoder.inner.")]
+    assert inner and all("lora_" in k for k in inner), inner[:5]
+    conv = _conversations(1, 9)[0]
+    rec = Recognizer.load(stage2)
+    one = rec.predict([(u.speaker, u.text) for u in conv.utterances])
+    assert [p["label"] for p in one] == [p["label"] for p in rec.predict([(u.speaker, u.text) for u in conv.utterances])]
+
+
+def test_two_stage_preset_trains_stage1_first_and_reuses_it(tmp_path, files, capsys):
+    """`--preset meld-dialoguernn` is two-stage: the CNN first (beside --out), then frozen."""
+    args = ["train", *_common(files), "--preset", "meld-dialoguernn", "--epochs", "1", *CNN_SMALL,
+            "--set", "model.global_dim=6", "--set", "model.party_dim=6", "--set", "model.emotion_dim=6",
+            "--set", "model.hidden_dim=6", "--out", str(tmp_path / "m.safetensors")]
+    assert main(args) == 0
+    first = tmp_path / "m.stage1.safetensors"
+    err = capsys.readouterr().err
+    assert f"stage 1 trains meld-cnn (cnn on glove-cnn) into {first}" in err
+    assert load_checkpoint(first).model.model_type == "cnn"
+    stage2 = load_checkpoint(tmp_path / "m.safetensors").model
+    assert stage2.model_type == "dialoguernn" and stage2.utterance_encoder.encoder_type == "frozen"
+    assert stage2.utterance_encoder.config.output_size == 6  # the --set encoder.* reached stage 1
+    # a rerun (the stage-2 target removed) reuses the stage-1 file instead of retraining it
+    before = first.stat().st_mtime_ns
+    (tmp_path / "m.safetensors").unlink()
+    assert main(args) == 0
+    assert f"reusing stage 1 {first}" in capsys.readouterr().err and first.stat().st_mtime_ns == before
+    # an explicit encoder turns the automatic stage 1 off
+    assert main(["train", *_common(files), "--preset", "meld-dialoguernn", "--epochs", "1", "--encoder",
+                 "glove-bigru", "--set", "model.global_dim=6", "--out", str(tmp_path / "e2e.safetensors")]) == 0
+    assert "stage 1" not in capsys.readouterr().err
