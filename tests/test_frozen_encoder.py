@@ -2,6 +2,7 @@
 any context model (the baselines' protocol, and the small shipped transformer models)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,11 @@ def _conversations(n: int, seed: int) -> list[Conversation]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IEIN_CACHE_DIR", str(tmp_path / "iein-cache"))
+
+
 @pytest.fixture()
 def files(tmp_path: Path) -> dict[str, Path]:
     rng = np.random.default_rng(1)
@@ -59,7 +65,12 @@ def test_stage2_keeps_the_stage1_encoder_bit_for_bit(tmp_path, files, capsys):
     assert main(["train", *_common(files), "--arch", "dialoguernn", "--encoder-from", str(stage1),
                  "--set", "model.global_dim=6", "--set", "model.party_dim=6", "--set", "model.emotion_dim=6",
                  "--set", "model.hidden_dim=6", "--out", str(stage2)]) == 0
-    assert "frozen glove-cnn encoder from" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "frozen glove-cnn encoder from" in err and "0 distinct cached" in err
+    # a second stage 2 on the same stage 1 reads every vector from the feature cache
+    assert main(["train", *_common(files), "--arch", "clstm", "--encoder-from", str(stage1),
+                 "--out", str(tmp_path / "other.safetensors")]) == 0
+    assert re.search(r"stage-1 vectors: 48 utterances, \d+ distinct cached, 0 computed", capsys.readouterr().err)
     first, second = load_checkpoint(stage1), load_checkpoint(stage2)
     enc2 = second.model.utterance_encoder
     assert enc2.encoder_type == "frozen" and enc2.output_dim == 6
@@ -134,3 +145,20 @@ def test_two_stage_preset_trains_stage1_first_and_reuses_it(tmp_path, files, cap
     assert main(["train", *_common(files), "--preset", "meld-dialoguernn", "--epochs", "1", "--encoder",
                  "glove-bigru", "--set", "model.global_dim=6", "--out", str(tmp_path / "e2e.safetensors")]) == 0
     assert "stage 1" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_minilm_preset_is_two_stage_lora(tmp_path, files, capsys):
+    """`--preset meld-minilm`: LoRA stage 1 on the preset's transformer, then IEIN on it frozen
+    (a tiny random BERT stands in for MiniLM through --set encoder.model)."""
+    from tests.test_transformer_encoder import make_tiny_bert
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    common = [a for a in _common(files) if a not in ("--embeddings", str(files["glove"]))]
+    out = tmp_path / "m.safetensors"
+    assert main(["train", *common, "--preset", "meld-minilm", "--set", f"encoder.model={bert}", "--out", str(out)]) == 0
+    assert "stage 1 trains meld-minilm-stage1 (cnn on transformer)" in capsys.readouterr().err
+    first = load_checkpoint(tmp_path / "m.stage1.safetensors").model.utterance_encoder
+    assert first.config.mode == "lora" and first.config.model == str(bert)
+    enc = load_checkpoint(out).model.utterance_encoder
+    assert enc.encoder_type == "frozen" and enc.config.inner_config["mode"] == "lora"

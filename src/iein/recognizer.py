@@ -267,7 +267,7 @@ class Recognizer:
     def predict(self, conversation: Any) -> list[dict[str, Any]]:
         """Labels of one conversation: one dict per utterance (see module doc)."""
         conv = self.conversation(conversation)
-        return self._infer([self._encode(conv)], [conv])[0].to_dicts()
+        return self._infer(self._encode([conv]), [conv])[0].to_dicts()
 
     def predict_many(
         self, conversations: Iterable[Any], batch_size: int = 32,
@@ -294,7 +294,6 @@ class Recognizer:
         if max_batch_utterances < 1:
             raise IeinError(f"max_batch_utterances must be positive, got {max_batch_utterances!r}")
         convs: list[Conversation] = []
-        encoded: list[EncodedConversation] = []
         n_utts = 0
         for k, item in enumerate(conversations):
             if isinstance(item, Conversation):
@@ -305,17 +304,19 @@ class Recognizer:
                 where = f"{source}: {where}"
             conv = self.conversation(item, where)
             if convs and (len(convs) >= batch_size or n_utts + len(conv) > max_batch_utterances):
-                yield from self._infer(encoded, convs)
-                convs, encoded, n_utts = [], [], 0
+                yield from self._infer(self._encode(convs), convs)
+                convs, n_utts = [], 0
             convs.append(conv)
-            encoded.append(self._encode(conv))
             n_utts += len(conv)
         if convs:
-            yield from self._infer(encoded, convs)
+            yield from self._infer(self._encode(convs), convs)
 
-    def _encode(self, conv: Conversation) -> EncodedConversation:
-        # gold labels are not model inputs (checked above, kept on the Conversation)
-        return encode_with(conv, self._loaded.featurizer.featurize(conv), None)
+    def _encode(self, convs: Sequence[Conversation]) -> list[EncodedConversation]:
+        """Features of a batch of conversations at once (a transformer encodes their
+        utterances in shared, length-sorted batches); gold labels are not model inputs
+        (checked above, kept on the Conversation)."""
+        feats = self._loaded.featurizer.featurize_batch(convs)
+        return [encode_with(conv, f, None) for conv, f in zip(convs, feats)]
 
     def _infer(self, items: Sequence[EncodedConversation], convs: Sequence[Conversation]) -> list[ConversationPrediction]:
         self._model.eval()

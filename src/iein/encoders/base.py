@@ -56,6 +56,11 @@ class Featurizer:
         """All conversations of a split (an encoder may batch or cache across them)."""
         return [self.featurize(c) for c in convs]
 
+    def featurize_batch(self, convs: Sequence[Conversation]) -> list[list[Any]]:
+        """The prediction path: like :meth:`featurize` (no disk cache, nothing logged), for a
+        batch of conversations that an encoder may process together."""
+        return [self.featurize(c) for c in convs]
+
     def state(self) -> dict[str, Any]:
         """JSON state stored in the checkpoint header; :meth:`from_state` rebuilds it."""
         raise NotImplementedError

@@ -34,6 +34,7 @@ from torch import Tensor
 from ..data.conversation import Conversation
 from ..errors import ConfigError
 from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
+from .cache import FeatureCache, cache_root
 from .registry import get_encoder_class
 
 
@@ -88,11 +89,18 @@ class FrozenFeaturizer(Featurizer):
         return np.concatenate(out) if out else np.zeros((0, self.module.output_dim), np.float32)
 
     def _vectors(self, convs: Sequence[Conversation], feats: list[list[Any]], progress: bool) -> list[list[np.ndarray]]:
-        flat = [f for c in feats for f in c]
-        matrix = self._encode(flat, progress)
+        """Each distinct stage-1 input is encoded once ("Yeah." and "Okay." recur in every
+        MELD scene); the rows are shared, read-only."""
+        flat = [np.ascontiguousarray(f) for c in feats for f in c]
+        first: dict[bytes, int] = {}
+        row = [first.setdefault(f.dtype.str.encode() + f.tobytes(), len(first)) for f in flat]
+        distinct = [None] * len(first)
+        for f, r in zip(flat, row):
+            distinct[r] = f
+        matrix = self._encode(distinct, progress)
         out, start = [], 0
         for c in feats:
-            out.append(list(matrix[start: start + len(c)]))
+            out.append([matrix[r] for r in row[start: start + len(c)]])
             start += len(c)
         return out
 
@@ -100,7 +108,38 @@ class FrozenFeaturizer(Featurizer):
         return self._vectors([conv], [self.inner.featurize(conv)], progress=False)[0]
 
     def featurize_many(self, convs: Sequence[Conversation], log: Log | None = None) -> list[list[np.ndarray]]:
-        return self._vectors(convs, self.inner.featurize_many(convs, log=log), progress=True)
+        """Training: vectors of a split, read from and written to the feature cache (a
+        stage-1 transformer takes minutes per corpus on a CPU; every seed of a stage 2 would
+        recompute the same numbers).  The namespace is the stage-1 file's hash, the payload the
+        stage-1 features, so another stage 1 or changed text is another key."""
+        feats = self.inner.featurize_many(convs, log=log)
+        sha = self.provenance.get("stage1_sha256")
+        if not sha or self.module is None:
+            return self._vectors(convs, feats, progress=True)
+        flat = [np.ascontiguousarray(f) for c in feats for f in c]
+        cache = FeatureCache(cache_root() / "features", {"kind": "frozen-stage1", "stage1_sha256": sha,
+                                                         "inner": self.inner.key()}, self.module.output_dim)
+        keys = [cache.key(f.dtype.str.encode() + f.tobytes()) for f in flat]
+        unique: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            unique.setdefault(k, i)
+        found = cache.get_many(unique)
+        todo = [k for k in unique if k not in found]
+        if todo:
+            computed = self._encode([flat[unique[k]] for k in todo], progress=True)
+            cache.put(todo, computed)
+            found.update(zip(todo, computed))
+        if log is not None and flat:
+            log(f"stage-1 vectors: {len(flat)} utterances, {len(unique) - len(todo)} distinct cached, "
+                f"{len(todo)} computed (cache {cache.dir})")
+        out, start = [], 0
+        for c in feats:
+            out.append([found[k] for k in keys[start: start + len(c)]])
+            start += len(c)
+        return out
+
+    def featurize_batch(self, convs: Sequence[Conversation]) -> list[list[np.ndarray]]:
+        return self._vectors(convs, self.inner.featurize_batch(convs), progress=False)
 
     def release(self) -> None:
         release = getattr(self.inner, "release", None)

@@ -537,7 +537,7 @@ class TransformerFeaturizer(Featurizer):
         found = cache.get_many(unique) if cache else {}
         todo = [k for k in unique if k not in found]
         if todo:
-            computed = self.encode_ids([flat[unique[k]] for k in todo])
+            computed = self.encode_ids([flat[unique[k]] for k in todo], progress=log is not None)
             if cache:
                 cache.put(todo, computed)
             found.update(zip(todo, computed))
@@ -564,6 +564,11 @@ class TransformerFeaturizer(Featurizer):
     def featurize_many(self, convs: Sequence[Conversation], log: Log | None = None) -> list[list[np.ndarray]]:
         if self.yields_vectors:
             return self._vectors(convs, use_cache=True, log=log)
+        return self.build_inputs(convs)
+
+    def featurize_batch(self, convs: Sequence[Conversation]) -> list[list[np.ndarray]]:
+        if self.yields_vectors:
+            return self._vectors(convs, use_cache=False, log=None)
         return self.build_inputs(convs)
 
     def state(self) -> dict[str, Any]:

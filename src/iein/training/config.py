@@ -96,9 +96,10 @@ PRESETS: dict[str, Preset] = {
         train=dict(weight_decay=1e-4, batch_size=4, lr=1e-3, max_epochs=60, patience=15, min_epochs=15),
     ),
     "dailydialog": Preset(
-        "DailyDialog: MELD-sized model; selection on micro-F1 without 'no emotion'",
+        "DailyDialog: MELD-sized model; 64 dialogues a batch at lr 2e-3, at most 15 epochs (best dev "
+        "epoch 7-8, about 25 min at 1 thread, docs/results.md); selection on micro-F1 without 'no emotion'",
         model=_MELD_MODEL, encoder_config=_MELD_ENC,
-        train=dict(_PAPER_TRAIN, lr=1e-3, max_epochs=20, patience=4, exclude_label="no emotion"),
+        train=dict(_PAPER_TRAIN, batch_size=64, lr=2e-3, max_epochs=15, patience=4, exclude_label="no emotion"),
     ),
     "generic": Preset(
         "A user's own corpus: MELD-sized IEIN (GRU 100, T 2, lambda 5), lr 1e-3, 32 dialogues a "
@@ -137,6 +138,25 @@ for _ds in ("meld", "iemocap"):
             train=dict(PRESETS[_ds].train, **_SLOW_START.get(_arch, {})),
             stage1=f"{_ds}-cnn" if _arch in _TWO_STAGE else None,
         )
+
+
+#: The best CPU-trainable setting of issue 10 (docs/results.md): all-MiniLM-L6-v2 with LoRA
+#: adapters trained as an utterance classifier (stage 1: 3 epochs, selected on dev), then IEIN on
+#: its frozen vectors (stage 2).  Checkpoints stay small: the adapters travel, the base does not.
+_MINILM_LORA = dict(model="minilm", mode="lora", encoder_lr=5e-4)
+for _ds in ("meld", "iemocap"):
+    PRESETS[f"{_ds}-minilm-stage1"] = Preset(
+        f"stage 1 of {_ds}-minilm: all-MiniLM-L6-v2 with LoRA adapters (r 8, lr 5e-4) as an utterance "
+        "classifier, 3 epochs",
+        arch="cnn", encoder="transformer", encoder_config=_MINILM_LORA,
+        train=dict(PRESETS[_ds].train, max_epochs=3, min_epochs=0),
+    )
+    PRESETS[f"{_ds}-minilm"] = Preset(
+        f"IEIN ({_ds} settings) on all-MiniLM-L6-v2, two-stage: {_ds}-minilm-stage1 first, then its "
+        "encoder frozen (the best CPU-trainable setting, docs/results.md)",
+        arch="iein", encoder="transformer", model=PRESETS[_ds].model, encoder_config=_MINILM_LORA,
+        train=PRESETS[_ds].train, stage1=f"{_ds}-minilm-stage1",
+    )
 
 
 def default_preset(dataset: str, arch: str | None = None) -> str:
