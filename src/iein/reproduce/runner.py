@@ -401,6 +401,15 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stage1_path(spec: RunSpec, first: Any, folder: Path) -> Path:
+    """Where a run's stage-1 model lives: the name holds a hash of the stage-1 experiment (its
+    speed-only settings aside), so runs share it exactly when they would train the same one."""
+    ident = hashlib.sha256(json.dumps([spec.dataset, first.to_dict() | {"train": {
+        k: v for k, v in first.train.to_dict().items() if k not in ("threads", "device")}}, spec.quick],
+        sort_keys=True).encode()).hexdigest()[:12]
+    return folder / f"{spec.dataset}-{first.preset}-seed{first.train.seed}-{ident}.safetensors"
+
+
 def _stage1(spec: RunSpec, exp: Any, opts: dict[str, Any]) -> dict[str, Any] | None:
     """Stage 1 of a two-stage preset (DialogueRNN, DialogueGCN): the dataset's CNN with the
     run's seed, trained once into ``<out>/stage1/`` and shared by the runs that freeze it (the
@@ -411,11 +420,8 @@ def _stage1(spec: RunSpec, exp: Any, opts: dict[str, Any]) -> dict[str, Any] | N
     first = exp.stage1()
     if first is None:
         return None
-    ident = hashlib.sha256(json.dumps([spec.dataset, first.to_dict() | {"train": {
-        k: v for k, v in first.train.to_dict().items() if k not in ("threads", "device")}}, spec.quick],
-        sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(opts.get("stage1_dir") or "stage1")
-    path = folder / f"{spec.dataset}-{first.preset}-seed{first.train.seed}-{ident}.safetensors"
+    path = stage1_path(spec, first, folder)
     t0 = time.perf_counter()
     info: dict[str, Any] = {"preset": first.preset, "arch": first.arch, "encoder": first.encoder,
                             "checkpoint": str(path), "reused": path.exists()}
@@ -471,12 +477,23 @@ def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
 
     record = upgrade_record(record)
     exp = spec.experiment()
-    if (record.get("arch"), record.get("encoder")) != (exp.arch, exp.encoder):
-        return f"model differs: {record.get('arch')} on {record.get('encoder')} -> {exp.arch} on {exp.encoder}"
-    checks = (("model", record.get("model_config") or {}, exp.model, get_model_class(exp.arch).config_class),
-              ("encoder", record.get("encoder_config") or {}, exp.encoder_config,
-               get_encoder_class(exp.encoder).config_class),
-              ("training", record.get("train_config") or {}, exp.train.to_dict(), TrainConfig))
+    first = exp.stage1()
+    done_first = record.get("stage1")
+    if (first is None) != (done_first is None):
+        how = "two-stage" if first is not None else "end to end"
+        return f"the plan trains {spec.key} {how}, the recorded run did not"
+    encoder = done_first["encoder"] if done_first else record.get("encoder")
+    if (record.get("arch"), encoder) != (exp.arch, exp.encoder):
+        return f"model differs: {record.get('arch')} on {encoder} -> {exp.arch} on {exp.encoder}"
+    checks = [("model", record.get("model_config") or {}, exp.model, get_model_class(exp.arch).config_class),
+              ("training", record.get("train_config") or {}, exp.train.to_dict(), TrainConfig)]
+    if first is None:
+        checks.append(("encoder", record.get("encoder_config") or {}, exp.encoder_config,
+                       get_encoder_class(exp.encoder).config_class))
+    else:  # the stage-1 file's name holds the hash of its whole experiment
+        want = stage1_path(spec, first, Path(".")).name
+        if Path(done_first["checkpoint"]).name != want:
+            return f"stage 1 differs: {Path(done_first['checkpoint']).name} -> {want}"
     for what, have, want, cls in checks:
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         diff = []
