@@ -34,7 +34,7 @@ class TrainConfig(Config):
     clip_norm: float = 5.0  # gradient-norm clipping (paper: silent)
     class_weighting: ClassWeighting = "none"
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # measured: bench/bench_threads.py (docs/results.md, "Thread setting")
     eval_batch_size: int = 64
     #: label excluded from the DailyDialog-style micro-F1 (e.g. "no emotion"); selection
     #: then uses that micro-F1 instead of weighted F1.
