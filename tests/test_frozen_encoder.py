@@ -73,6 +73,9 @@ def test_stage2_keeps_the_stage1_encoder_bit_for_bit(tmp_path, files, capsys):
     assert re.search(r"stage-1 vectors: 48 utterances, \d+ distinct cached, 0 computed", capsys.readouterr().err)
     first, second = load_checkpoint(stage1), load_checkpoint(stage2)
     enc2 = second.model.utterance_encoder
+    # the stage-2 record names the stage-1 word vectors (reports say which vectors were used)
+    assert second.meta["embeddings"]["name"] == first.meta["embeddings"]["name"]
+    assert second.meta["embeddings"]["stage1_sha256"] == enc2.config.checkpoint_sha256
     assert enc2.encoder_type == "frozen" and enc2.output_dim == 6
     # the frozen weights are the stage-1 encoder's, unchanged by stage-2 training
     s1 = first.model.utterance_encoder.state_dict()
