@@ -202,4 +202,10 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not match the model config: {first[0] if first else exc}") from None
     model.eval()
+    # the featurizer state holds no provenance; the header's record of the pretrained
+    # resources (word vectors, base model) goes back on it, so whatever reuses this featurizer
+    # (a stage-2 model freezing this encoder) still says which vectors it reads
+    recorded, feat = meta.get("embeddings"), model.utterance_encoder.featurizer
+    if isinstance(recorded, dict):
+        feat.provenance = {**recorded, **dict(getattr(feat, "provenance", None) or {})}
     return LoadedModel(model, labels, meta)

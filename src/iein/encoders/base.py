@@ -90,6 +90,8 @@ class UtteranceEncoder(nn.Module):
         self.config = config
         # a plain attribute, not a submodule: the featurizer holds no weights
         self.__dict__["featurizer"] = featurizer
+        # follows .to(device) even when the encoder has no weights (frozen vectors): see `device`
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
     @property
     def output_dim(self) -> int:
@@ -130,9 +132,7 @@ class UtteranceEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
+        return self._anchor.device
 
     def encode_many(self, features: Sequence[Any]) -> Tensor:
         """Inference over any number of utterances in bounded chunks; ``(n, output_dim)``."""

@@ -33,13 +33,13 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..utils import atomic_path, atomic_write_json, sha256_file
 
-__all__ = ["cache_root", "FeatureCache", "memo_sha256", "CacheWarning"]
+__all__ = ["cache_root", "FeatureCache", "memo_sha256", "CacheWarning", "vectors_once", "regroup"]
 
 #: Bump when the meaning of a key or the pack layout changes: old packs become unreachable.
 FORMAT = "iein-feature-cache/1"
@@ -241,3 +241,34 @@ class FeatureCache:
             if path != merged:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def vectors_once(payloads: Sequence[bytes], compute: Callable[[list[int]], np.ndarray],
+                 cache: FeatureCache | None = None) -> tuple[list[np.ndarray], dict[str, int]]:
+    """One vector per payload (an utterance's exact encoder input), each distinct payload
+    computed once -- MELD repeats "Yeah." in every scene.  ``compute`` gets the indices of the
+    first occurrences of the payloads still missing and returns their ``(k, dim)`` vectors;
+    with a ``cache`` those are read from it first and written to it after.  Returns the rows
+    (shared between equal payloads, read-only when cached) and counts for the log."""
+    key = cache.key if cache is not None else (lambda payload: hashlib.sha256(payload).digest())
+    keys = [key(p) for p in payloads]
+    first: dict[bytes, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    found = cache.get_many(first) if cache is not None else {}
+    todo = [k for k in first if k not in found]
+    if todo:
+        computed = compute([first[k] for k in todo])
+        if cache is not None:
+            cache.put(todo, computed)
+        found.update(zip(todo, computed))
+    return [found[k] for k in keys], {"unique": len(first), "cached": len(first) - len(todo), "computed": len(todo)}
+
+
+def regroup(rows: Sequence[Any], like: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Cut a flat list back into the conversations it was flattened from."""
+    out, start = [], 0
+    for group in like:
+        out.append(list(rows[start: start + len(group)]))
+        start += len(group)
+    return out

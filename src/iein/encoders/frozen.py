@@ -22,7 +22,6 @@ arrives here as the ``load_encoder`` option of :meth:`FrozenEncoder.build_featur
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -33,8 +32,9 @@ from torch import Tensor
 
 from ..data.conversation import Conversation
 from ..errors import ConfigError
+from ..utils import sha256_file
 from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
-from .cache import FeatureCache, cache_root
+from .cache import FeatureCache, cache_root, regroup, vectors_once
 from .registry import get_encoder_class
 
 
@@ -49,14 +49,6 @@ class FrozenEncoderConfig(EncoderConfig):
     inner_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     checkpoint_sha256: str = ""
     output_size: int = 0
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FrozenFeaturizer(Featurizer):
@@ -88,24 +80,20 @@ class FrozenFeaturizer(Featurizer):
                 bar.update(min(chunk, len(features) - s))
         return np.concatenate(out) if out else np.zeros((0, self.module.output_dim), np.float32)
 
-    def _vectors(self, convs: Sequence[Conversation], feats: list[list[Any]], progress: bool) -> list[list[np.ndarray]]:
-        """Each distinct stage-1 input is encoded once ("Yeah." and "Okay." recur in every
-        MELD scene); the rows are shared, read-only."""
+    def _vectors(self, feats: list[list[Any]], cache: FeatureCache | None, progress: bool,
+                 log: Log | None = None) -> list[list[np.ndarray]]:
+        """Vectors of the stage-1 features, each distinct input encoded once ("Yeah." and
+        "Okay." recur in every MELD scene), through ``cache`` when given."""
         flat = [np.ascontiguousarray(f) for c in feats for f in c]
-        first: dict[bytes, int] = {}
-        row = [first.setdefault(f.dtype.str.encode() + f.tobytes(), len(first)) for f in flat]
-        distinct = [None] * len(first)
-        for f, r in zip(flat, row):
-            distinct[r] = f
-        matrix = self._encode(distinct, progress)
-        out, start = [], 0
-        for c in feats:
-            out.append([matrix[r] for r in row[start: start + len(c)]])
-            start += len(c)
-        return out
+        rows, counts = vectors_once([f.dtype.str.encode() + f.tobytes() for f in flat],
+                                    lambda idx: self._encode([flat[i] for i in idx], progress), cache)
+        if log is not None and flat:
+            log(f"stage-1 vectors: {len(flat)} utterances, {counts['cached']} distinct cached, "
+                f"{counts['computed']} computed" + (f" (cache {cache.dir})" if cache else ""))
+        return regroup(rows, feats)
 
     def featurize(self, conv: Conversation) -> list[np.ndarray]:
-        return self._vectors([conv], [self.inner.featurize(conv)], progress=False)[0]
+        return self._vectors([self.inner.featurize(conv)], None, progress=False)[0]
 
     def featurize_many(self, convs: Sequence[Conversation], log: Log | None = None) -> list[list[np.ndarray]]:
         """Training: vectors of a split, read from and written to the feature cache (a
@@ -114,32 +102,14 @@ class FrozenFeaturizer(Featurizer):
         stage-1 features, so another stage 1 or changed text is another key."""
         feats = self.inner.featurize_many(convs, log=log)
         sha = self.provenance.get("stage1_sha256")
-        if not sha or self.module is None:
-            return self._vectors(convs, feats, progress=True)
-        flat = [np.ascontiguousarray(f) for c in feats for f in c]
-        cache = FeatureCache(cache_root() / "features", {"kind": "frozen-stage1", "stage1_sha256": sha,
-                                                         "inner": self.inner.key()}, self.module.output_dim)
-        keys = [cache.key(f.dtype.str.encode() + f.tobytes()) for f in flat]
-        unique: dict[bytes, int] = {}
-        for i, k in enumerate(keys):
-            unique.setdefault(k, i)
-        found = cache.get_many(unique)
-        todo = [k for k in unique if k not in found]
-        if todo:
-            computed = self._encode([flat[unique[k]] for k in todo], progress=True)
-            cache.put(todo, computed)
-            found.update(zip(todo, computed))
-        if log is not None and flat:
-            log(f"stage-1 vectors: {len(flat)} utterances, {len(unique) - len(todo)} distinct cached, "
-                f"{len(todo)} computed (cache {cache.dir})")
-        out, start = [], 0
-        for c in feats:
-            out.append([found[k] for k in keys[start: start + len(c)]])
-            start += len(c)
-        return out
+        cache = None
+        if sha and self.module is not None:
+            cache = FeatureCache(cache_root() / "features", {"kind": "frozen-stage1", "stage1_sha256": sha,
+                                                             "inner": self.inner.key()}, self.module.output_dim)
+        return self._vectors(feats, cache, progress=True, log=log)
 
     def featurize_batch(self, convs: Sequence[Conversation]) -> list[list[np.ndarray]]:
-        return self._vectors(convs, self.inner.featurize_batch(convs), progress=False)
+        return self._vectors(self.inner.featurize_batch(convs), None, progress=False)
 
     def release(self) -> None:
         release = getattr(self.inner, "release", None)
@@ -181,7 +151,6 @@ class FrozenEncoder(UtteranceEncoder):
         inner_cls = get_encoder_class(config.inner_type)
         self.inner = inner_cls(inner_cls.config_class.from_dict(config.inner_config), featurizer.inner)
         self.inner.requires_grad_(False)
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)
         if featurizer.module is None:  # a loaded checkpoint: its weights arrive in this module
             featurizer.module = self.inner
 
@@ -201,10 +170,6 @@ class FrozenEncoder(UtteranceEncoder):
     def output_dim(self) -> int:
         return self.config.output_size or self.inner.output_dim
 
-    @property
-    def device(self) -> torch.device:
-        return self._anchor.device
-
     @classmethod
     def build_featurizer(cls, config: EncoderConfig, train: Sequence[Conversation], log: Log,
                          load_encoder: Callable[[Path], UtteranceEncoder] | None = None,
@@ -222,7 +187,7 @@ class FrozenEncoder(UtteranceEncoder):
         if isinstance(source, FrozenEncoder):
             source = source.inner  # a stage-2 model's encoder is the same stage-1 encoder
         source.requires_grad_(False).eval()
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         feat = FrozenFeaturizer(source.featurizer, module=source, source=path.name, sha256=sha)
         changes = {"inner_type": source.encoder_type, "inner_config": source.config.to_dict(),
                    "checkpoint_sha256": sha, "output_size": source.output_dim}

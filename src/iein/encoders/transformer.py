@@ -55,7 +55,7 @@ from ..data.batching import _to
 from ..data.conversation import Conversation
 from ..errors import CheckpointError, ConfigError
 from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
-from .cache import FeatureCache, cache_root, memo_sha256
+from .cache import FeatureCache, cache_root, memo_sha256, regroup, vectors_once
 
 MODES = ("frozen", "finetune", "lora")
 POOLINGS = ("mean", "cls")
@@ -530,29 +530,14 @@ class TransformerFeaturizer(Featurizer):
         inputs = self.build_inputs(convs)
         flat = [x for c in inputs for x in c]
         cache = self.feature_cache() if use_cache else None
-        keys = [(cache.key if cache else _plain_key)(self.cache_payload(x)) for x in flat]
-        unique: dict[bytes, int] = {}  # key -> first utterance with it (MELD repeats "Yeah." ...)
-        for i, k in enumerate(keys):
-            unique.setdefault(k, i)
-        found = cache.get_many(unique) if cache else {}
-        todo = [k for k in unique if k not in found]
-        if todo:
-            computed = self.encode_ids([flat[unique[k]] for k in todo], progress=log is not None)
-            if cache:
-                cache.put(todo, computed)
-            found.update(zip(todo, computed))
-        matrix = np.stack([found[k] for k in keys]) if keys else np.zeros((0, self.hidden_size), np.float32)
-        self.last_stats = {"utterances": len(flat), "unique": len(unique), "cached": len(unique) - len(todo),
-                           "computed": len(todo), "seconds": time.perf_counter() - t0}
+        rows, counts = vectors_once([self.cache_payload(x) for x in flat],
+                                    lambda idx: self.encode_ids([flat[i] for i in idx], progress=log is not None), cache)
+        self.last_stats = {"utterances": len(flat), **counts, "seconds": time.perf_counter() - t0}
         if log is not None and flat:
             where = f" (cache {cache.dir})" if cache else ""
-            log(f"transformer features: {len(flat)} utterances, {len(unique)} distinct inputs, "
-                f"{len(unique) - len(todo)} cached, {len(todo)} computed in {self.last_stats['seconds']:.1f}s{where}")
-        out, start = [], 0
-        for c in inputs:
-            out.append(list(matrix[start: start + len(c)]))
-            start += len(c)
-        return out
+            log(f"transformer features: {len(flat)} utterances, {counts['unique']} distinct inputs, "
+                f"{counts['cached']} cached, {counts['computed']} computed in {self.last_stats['seconds']:.1f}s{where}")
+        return regroup(rows, inputs)
 
     # -- the Featurizer contract
 
@@ -610,9 +595,6 @@ class TransformerFeaturizer(Featurizer):
         return f"transformer-ids/{tok}/{settings}"
 
 
-def _plain_key(payload: bytes) -> bytes:
-    return hashlib.sha256(payload).digest()
-
 
 def _source(spec: str) -> str:
     """Where the base model came from, for reports (a package pin, never a local path)."""
@@ -659,8 +641,6 @@ class TransformerEncoder(UtteranceEncoder):
         super().__init__(config, featurizer)
         assert isinstance(featurizer, TransformerFeaturizer)
         self.dropout = nn.Dropout(config.dropout)
-        # follows .to(device) even when there are no weights (frozen): see `device`
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.transformer: nn.Module | None = None
         if config.mode != "frozen":
             base = load_base_model(featurizer.model_dir)
@@ -690,10 +670,6 @@ class TransformerEncoder(UtteranceEncoder):
     @property
     def output_dim(self) -> int:
         return self.config.hidden_size or self.featurizer.hidden_size
-
-    @property
-    def device(self) -> torch.device:
-        return self._anchor.device
 
     @classmethod
     def build_featurizer(cls, config: EncoderConfig, train: Sequence[Conversation], log: Log,

@@ -122,15 +122,8 @@ def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "g
 
 
 def _stage1_encoder(path: Path) -> Any:
-    """The utterance encoder of a trained checkpoint (stage 1 of two-stage training), its
-    featurizer carrying the checkpoint's record of the pretrained resources (word vectors,
-    base model) that the featurizer state alone does not hold."""
-    loaded = load_checkpoint(path)
-    encoder = loaded.model.utterance_encoder
-    recorded = loaded.meta.get("embeddings")
-    if isinstance(recorded, dict):
-        encoder.featurizer.provenance = {**recorded, **dict(getattr(encoder.featurizer, "provenance", {}) or {})}
-    return encoder
+    """The utterance encoder of a trained checkpoint (stage 1 of two-stage training)."""
+    return load_checkpoint(path).model.utterance_encoder
 
 
 def class_weights(data: Sequence[EncodedConversation], n_labels: int, mode: str) -> torch.Tensor | None:
