@@ -12,7 +12,7 @@ from iein.data.batching import IGNORE, Batch, EncodedConversation
 from iein.encoders.glove import WordFeaturizer
 from iein.encoders.glove_bigru import GloveBiGRU, GloveBiGRUConfig
 from iein.errors import ConfigError
-from iein.layers import AttentionPooling, BiGRU, gru_cell, scatter_utterances
+from iein.layers import AttentionPooling, BiGRU, gru_cell, length_groups, scatter_utterances
 from iein.models.iein import IEIN, ECEncoder, IEINConfig, iein_loss
 from iein.text.vocab import Vocab
 
@@ -113,6 +113,30 @@ def test_bigru_equals_per_sequence_bidirectional_gru(batch, grad):
         bwd, _ = bigru.bwd(seq.flip(1))
         assert torch.allclose(out[i, :n], torch.cat([fwd, bwd.flip(1)], -1)[0], atol=1e-6)
         assert torch.equal(out[i, n:], torch.zeros(9 - n, 8))
+
+
+def _group_cost(lengths: list[int], groups: list[tuple[int, int]], step_cost: int) -> int:
+    return sum(lengths[end - 1] * (end - start + step_cost) for start, end in groups)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_length_groups_is_the_cheapest_contiguous_split(seed):
+    """Against brute force over every contiguous split of up to 9 sorted lengths."""
+    import itertools, random
+    rng = random.Random(seed)
+    lengths = sorted(rng.randint(1, 12) for _ in range(rng.randint(1, 9)))
+    step_cost = rng.choice([0, 2, 16, 100])
+    groups = length_groups(lengths, step_cost)
+    assert groups[0][0] == 0 and groups[-1][1] == len(lengths)
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(groups, groups[1:] + [(groups[-1][1], None)]))
+    n = len(lengths)
+    best = min(
+        _group_cost(lengths, list(zip((0,) + cut, cut + (n,))), step_cost)
+        for k in range(n) for cut in itertools.combinations(range(1, n), k)
+    )
+    assert _group_cost(lengths, groups, step_cost) == best
+    if step_cost >= 100:  # overhead dominates: one group
+        assert groups == [(0, n)]
 
 
 def test_scatter_utterances():

@@ -126,12 +126,26 @@ def test_runspec_roundtrip_and_key_parsing():
         assert part["setup"] == spec.setup
 
 
-def test_old_format_records_still_match_their_specs():
+def test_old_format_records_still_match_their_specs(monkeypatch):
     """The committed reproduction (written before models were components) resumes: every run
     matches the default plan's spec of the same key, and a changed setting is still caught."""
+    import dataclasses
+
+    from iein.training import config as config_module
+
     # the 94 IEIN runs of the first reproduction (baseline runs appended later are new-format)
     runs = [r for r in read_records(COMMITTED) if r["kind"] == "run" and "arch" not in r]
     assert len(runs) == 94
+    # they ran at the patience before the patience rule (MELD 6, IEMOCAP 15): today's presets
+    # refuse them, naming the setting ...
+    plan = {s.key: s for s in build_plan("all")}
+    meld_run = next(r for r in runs if r["dataset"] == "meld")
+    assert "patience 6 -> 4" in _same_config(meld_run, plan[meld_run["key"]])
+    # ... and with the old patience every other setting still matches
+    for name, patience in config_module._MEASURED_PATIENCE.items():
+        old = config_module.PRESETS[name]
+        monkeypatch.setitem(config_module.PRESETS, name,
+                            dataclasses.replace(old, train=dict(old.train, patience=patience)))
     plan = {s.key: s for s in build_plan("all")}
     for rec in runs[:3] + runs[-3:]:
         assert _same_config(rec, plan[rec["key"]]) is None
@@ -179,22 +193,38 @@ def test_estimate_uses_this_folders_minutes_then_the_table():
     assert "a guess" not in line
 
 
-def test_estimate_only_on_the_committed_reproduction(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_estimate_only_on_the_committed_reproduction(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch):
+    import dataclasses
+
+    from iein.training import config as config_module
+
     out = tmp_path / "results"
     out.mkdir()
-    (out / "runs.jsonl").write_bytes(COMMITTED.read_bytes())
-    assert main(["reproduce", "--out", str(out), "--estimate-only", "--workers", "2"]) == 0
+    records = read_records(COMMITTED)
+    baseline_runs = [r for r in records if r["kind"] == "run" and r.get("arch", "iein") != "iein"]
+    assert len(baseline_runs) == 50
+    # the committed folder minus its last 3 baseline runs: those are priced by the folder's runs
+    dropped = {r["key"] for r in baseline_runs[-3:]}
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r.get("key") not in dropped))
+    before = (out / "runs.jsonl").read_bytes()
+    assert main(["reproduce", "--out", str(out), "--estimate-only", "--workers", "2", "--only", "baselines"]) == 0
     line = capsys.readouterr().out.strip()
-    done_baselines = sum(1 for r in read_records(COMMITTED) if r["kind"] == "run" and r.get("arch", "iein") != "iein")
-    todo = 50 - done_baselines
-    assert line.startswith(f"plan: {todo} runs to do ({94 + done_baselines} done), about ")
-    assert "with 2 workers" in line
-    # configurations never run are priced by the built-in table, the others by this folder's runs
-    assert (f"{todo} by the built-in table" in line) if not done_baselines else ("priced by this folder" in line)
-    assert (out / "runs.jsonl").read_bytes() == COMMITTED.read_bytes()  # read only
-    assert sorted(p.name for p in out.iterdir()) == ["runs.jsonl"]  # no lock, no report
+    assert line.startswith("plan: 3 runs to do (47 done), about ") and "with 2 workers" in line
+    assert "priced by this folder" in line
+    # its IEIN runs predate the patience rule: the estimate refuses them as a start would, in one line
+    assert main(["reproduce", "--out", str(out), "--estimate-only"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained with other settings" in err[0] and "patience" in err[0]
+    # with the patience they ran at, every IEIN run counts as done
+    for name, patience in config_module._MEASURED_PATIENCE.items():
+        old = config_module.PRESETS[name]
+        monkeypatch.setitem(config_module.PRESETS, name,
+                            dataclasses.replace(old, train=dict(old.train, patience=patience)))
     assert main(["reproduce", "--out", str(out), "--estimate-only", "--only", "main,table3,figure3"]) == 0
-    assert capsys.readouterr().out.startswith("plan: nothing to do (94 done)")  # done within this plan
+    assert capsys.readouterr().out.startswith("plan: nothing to do (94 done)")
+    assert (out / "runs.jsonl").read_bytes() == before  # read only
+    assert sorted(p.name for p in out.iterdir()) == ["runs.jsonl"]  # no lock, no report
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,14 +75,15 @@ def _default_out(corpus_name: str, args: argparse.Namespace, arch: str, seed: in
 def _train_stage1(stage1: Any, corpus: Any, args: argparse.Namespace, out: Path, note: Callable[[str], None]) -> Path:
     """Stage 1 of a two-stage preset, beside ``out``; an existing stage-1 file is reused
     (``--force`` retrains it)."""
-    from .training.trainer import prepare, train
+    from .training.trainer import prepare, train_stage1
 
     path = out.with_name(f"{out.name[: -len(out.suffix)] if out.suffix else out.name}.stage1.safetensors")
     if path.exists() and not args.force:
         note(f"two-stage preset: reusing stage 1 {path} (--force retrains it)")
-        return path
-    note(f"two-stage preset: stage 1 trains {stage1.preset} ({stage1.arch} on {stage1.encoder}) into {path}")
-    train(prepare(corpus, args.embeddings, stage1.encoder, stage1.encoder_config, log=note), stage1, out=path)
+    else:
+        note(f"two-stage preset: stage 1 trains {stage1.preset} ({stage1.arch} on {stage1.encoder}) into {path}")
+    train_stage1(stage1, lambda: prepare(corpus, args.embeddings, stage1.encoder, stage1.encoder_config, log=note),
+                 path, force=args.force)
     return path
 
 

@@ -178,6 +178,16 @@ class Runs:
         extra = sorted({run_arch(r) for r in self.runs if r["dataset"] == dataset} - {"iein", *BASELINES})
         return list(BASELINES) + extra
 
+    def encoders_of(self, dataset: str, archs: Sequence[str]) -> str:
+        """Which encoder each of ``archs`` ran on, grouped: "`glove-cnn` (CNN, cLSTM); ..." (one
+        encoder alone is named without its models)."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        for arch in archs:
+            groups[self.encoder_text(dataset, arch) or "?"].append(BASELINE_NAME.get(arch, arch))
+        if len(groups) == 1:
+            return next(iter(groups))
+        return "; ".join(f"{enc} for {', '.join(names)}" for enc, names in groups.items())
+
     def encoder_text(self, dataset: str, arch: str) -> str | None:
         """The encoder of a model's runs on a dataset (and the ``--set`` overrides, if any),
         as markdown; None without runs."""
@@ -458,8 +468,8 @@ def section_main(R: Runs, dataset: str) -> str:
         note = "No finished run of the main model yet."
     done = {a: b for a, b in base_runs.items() if b}
     if done:
-        encs = sorted({R.encoder_text(dataset, a) or "" for a in done})
-        note += (f" Baselines (section 3.2) on {' / '.join(encs)} utterance features, mean ± sample std over seeds "
+        note += (f" Baselines (section 3.2) on {R.encoders_of(dataset, list(done))} utterance features, "
+                 f"mean ± sample std over seeds "
                  f"{', '.join(sorted({seeds_text(b) for b in done.values()}))}; the paper's baselines read CNN "
                  "features of its own vectors.")
     else:
@@ -907,12 +917,12 @@ def baseline_differences(R: Runs, d: str) -> list[str]:
         gi = mean_std(iein)[0] - paper["w-Avg."]
         gb = float(np.mean(list(gaps.values())))
         base_runs = [r for b in done.values() for r in b]
-        encs = " / ".join(sorted({R.encoder_text(d, a) or "" for a in done}))
+        encs = R.encoders_of(d, list(done))
         out.append(
             f"{title} gap to the paper, vectors vs model (an estimate): the baselines' w-F1 is {signed(gb)} "
             f"from the paper's on average ({plural(len(gaps), 'model')}, {signed(min(gaps.values()))} to "
             f"{signed(max(gaps.values()))}), IEIN's {signed(gi)}. The baselines run here with the paper's "
-            f"models on our features ({encs} on {vectors_text(base_runs)}, against CNN features of "
+            f"models on our features ({encs}; on {vectors_text(base_runs)}, against CNN features of "
             f"{PAPER_VECTORS['name']} {PAPER_VECTORS['dim']}-d in the paper) and our data and protocol, as IEIN "
             f"does ({R.encoder_text(d, 'iein')} on {vectors_text(runs)}). Assuming those shared differences "
             f"cost every model about the same number of points, IEIN's gap of {signed(gi)} splits into "

@@ -415,20 +415,18 @@ def _stage1(spec: RunSpec, exp: Any, opts: dict[str, Any]) -> dict[str, Any] | N
     run's seed, trained once into ``<out>/stage1/`` and shared by the runs that freeze it (the
     file name holds a hash of its experiment, so a changed preset never reuses a stale one).
     Selection is on dev, as for every run; test is not looked at."""
-    from ..training.trainer import train
+    from ..training.trainer import train_stage1
 
     first = exp.stage1()
     if first is None:
         return None
-    folder = Path(opts.get("stage1_dir") or "stage1")
-    path = stage1_path(spec, first, folder)
+    path = stage1_path(spec, first, Path(opts.get("stage1_dir") or "stage1"))
     t0 = time.perf_counter()
     info: dict[str, Any] = {"preset": first.preset, "arch": first.arch, "encoder": first.encoder,
                             "checkpoint": str(path), "reused": path.exists()}
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        res = train(_prepared(spec.dataset, first.encoder, first.encoder_config), first, out=path,
-                    progress=False, log=lambda _msg: None, evaluate_test=False)
+    res = train_stage1(first, lambda: _prepared(spec.dataset, first.encoder, first.encoder_config), path,
+                       progress=False, log=lambda _msg: None, evaluate_test=False)
+    if res is not None:
         info.update(best_epoch=res.best_epoch, epochs_run=res.epochs_run,
                     dev_score=res.history[res.best_epoch - 1].get("dev_score"))
     info["wall_seconds"] = round(time.perf_counter() - t0, 3)
@@ -462,6 +460,19 @@ def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
         model["lam"] = train.pop("lam")
     rec.update(arch="iein", encoder="glove-bigru", model_config=model, train_config=train, encoder_config=enc)
     return rec
+
+
+def _check_done_runs(path: Path, plan: Sequence[RunSpec], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The finished runs by key; a planned key whose finished run had other settings (a preset
+    changed since) is refused, naming the run and the setting."""
+    done = {r["key"]: r for r in records if r["kind"] == "run"}
+    for spec in plan:
+        if spec.key in done:
+            why = _same_config(done[spec.key], spec)
+            if why:
+                raise ConfigError(f"{path}: run {spec.key} was trained with other settings ({why}); "
+                                  "use a new --out directory")
+    return done
 
 
 def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
@@ -662,7 +673,9 @@ def reproduce(
 
     out = Path(out_dir)
     if estimate_only:  # read-only: no folder made, no lock, no repair
-        est = estimate(plan, read_records(runs_path(out), log=log) if out.is_dir() else [], workers, max_runs)
+        records = read_records(runs_path(out), log=log) if out.is_dir() else []
+        _check_done_runs(runs_path(out), plan, records)  # the same refusal a real start would give
+        est = estimate(plan, records, workers, max_runs)
         return {"planned": len(plan), "skipped": est.done, "run": [], "failed": [], "remaining": est.todo,
                 "wall_seconds": 0.0, "runs_file": str(runs_path(out)), "estimate": est}
     out.mkdir(parents=True, exist_ok=True)
@@ -702,13 +715,7 @@ def reproduce(
                          "measured": est.measured, "from_table": est.from_table},
         })
 
-        done = {r["key"]: r for r in records if r["kind"] == "run"}
-        for spec in plan:
-            if spec.key in done:
-                why = _same_config(done[spec.key], spec)
-                if why:
-                    raise ConfigError(f"{path}: run {spec.key} was trained with other settings ({why}); "
-                                      "use a new --out directory")
+        done = _check_done_runs(path, plan, records)
         pending = [s for s in plan if s.key not in done]
         skipped = len(plan) - len(pending)
         if max_runs is not None:
