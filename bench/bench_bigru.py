@@ -8,8 +8,9 @@ inputs, hidden 100), packed ``nn.GRU`` against iein's BiGRU, forward + backward,
 side in one process.
 
 With ``--real``: the ``meld`` preset's utterance encoder (GloVe + BiGRU + attention) on the
-first ``--batches`` real training batches, forward + backward, for several values of
-``iein.layers.STEP_COST`` (how length groups are formed; "one group" is a single padded
+first ``--batches`` real training batches, forward + backward: the packed scan with its
+hand-written backward (``iein.layers.GRU_SCAN``, the default on CPU) against ``nn.GRU`` over
+length groups for several values of ``iein.layers.STEP_COST`` ("one group" is a single padded
 block), interleaved over ``--repeats`` rounds; the minimum per setting is printed.
 """
 from __future__ import annotations
@@ -65,24 +66,26 @@ def real(args: argparse.Namespace) -> None:
     encoder = build_for(data, exp).utterance_encoder.train()
     batches = list(iter_batches(data.splits["train"], exp.train.batch_size, encoder.collate, shuffle=True,
                                 rng=np.random.default_rng(0)))[: args.batches]
-    settings = {"one group": 10**9, **{str(c): c for c in (4, 8, 16, 32, 64)}}
-    default = layers.STEP_COST
+    # name -> (GRU_SCAN, STEP_COST)
+    settings = {"scan": (True, layers.STEP_COST), "one group": (False, 10**9),
+                **{f"groups {c}": (False, c) for c in (8, 16, 32)}}
+    default = (layers.GRU_SCAN, layers.STEP_COST)
     times: dict[str, list[float]] = {k: [] for k in settings}
     for _ in range(args.repeats):
-        for name, cost in settings.items():
-            layers.STEP_COST = cost
+        for name, (scan, cost) in settings.items():
+            layers.GRU_SCAN, layers.STEP_COST = scan, cost
             t0 = time.perf_counter()
             for b in batches:
                 encoder(b.inputs).sum().backward()
             times[name].append(time.perf_counter() - t0)
             encoder.zero_grad(set_to_none=True)
-    layers.STEP_COST = default
+    layers.GRU_SCAN, layers.STEP_COST = default
     base = min(times["one group"])
     print(f"{data_dir.name}, {len(batches)} training batches of {exp.train.batch_size} dialogues, "
           f"{args.threads} thread(s), forward + backward of the utterance encoder (min of {args.repeats}):")
     for name, t in times.items():
-        mark = " (default)" if settings[name] == default else ""
-        print(f"  STEP_COST {name:9s} {min(t):6.2f} s  {base / min(t):.2f}x{mark}")
+        mark = " (default)" if name == ("scan" if default[0] else f"groups {default[1]}") else ""
+        print(f"  {name:10s} {min(t):6.2f} s  {base / min(t):.2f}x{mark}")
 
 
 def main() -> None:

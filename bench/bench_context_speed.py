@@ -420,7 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--iein-set", action="append", default=[], metavar="KEY=VALUE",
                    help="iein-vs-dialoguernn: override a setting of the meld preset, e.g. train.batch_size=32")
+    p.add_argument("--gru-path", choices=["scan", "groups"], default="scan",
+                   help="how our GRUs train on CPU: the packed scan with its hand-written backward (the "
+                        "default) or nn.GRU over length groups (before it); iein.layers.GRU_SCAN")
     args = p.parse_args(argv)
+    from iein import layers
+    layers.GRU_SCAN = args.gru_path == "scan"
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -430,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_entry(name, ENTRIES[name], args, log)
     print(markdown(rows))
     if args.out:
-        meta = {"command": " ".join(sys.argv), "torch": torch.__version__, "python": platform.python_version(),
+        meta = {"command": " ".join(sys.argv), "gru_path": args.gru_path, "torch": torch.__version__, "python": platform.python_version(),
                 "machine": platform.processor() or platform.machine()}
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0

@@ -12,6 +12,7 @@ from iein.data.batching import IGNORE, Batch, EncodedConversation
 from iein.encoders.glove import WordFeaturizer
 from iein.encoders.glove_bigru import GloveBiGRU, GloveBiGRUConfig
 from iein.errors import ConfigError
+from iein import layers
 from iein.layers import AttentionPooling, BiGRU, gru_cell, length_groups, scatter_utterances
 from iein.models.iein import IEIN, ECEncoder, IEINConfig, iein_loss
 from iein.text.vocab import Vocab
@@ -97,14 +98,15 @@ def test_gru_cell_matches_torch_gru():
     assert torch.allclose(gru_cell(x[:, 0], h0[0], gru), out[:, 0], atol=1e-6)
 
 
-@pytest.mark.parametrize("grad", [True, False])  # training (chunked) and inference (packed) paths
+@pytest.mark.parametrize("path", ["scan", "groups", "packed"])  # training (CPU GRU / LSTM, GPU), inference
 @pytest.mark.parametrize("batch", [3, 200])  # one chunk and several length-sorted chunks
-def test_bigru_equals_per_sequence_bidirectional_gru(batch, grad):
+def test_bigru_equals_per_sequence_bidirectional_gru(batch, path, monkeypatch):
+    monkeypatch.setattr(layers, "GRU_SCAN", path == "scan")
     torch.manual_seed(0)
     bigru = BiGRU(3, 4)
     lengths = torch.randint(1, 9, (batch,))
     x = torch.randn(batch, 9, 3)
-    with torch.set_grad_enabled(grad):
+    with torch.set_grad_enabled(path != "packed"):
         out = bigru(x, lengths)
     for i in [0, 1, batch - 1]:
         n = int(lengths[i])
@@ -113,6 +115,42 @@ def test_bigru_equals_per_sequence_bidirectional_gru(batch, grad):
         bwd, _ = bigru.bwd(seq.flip(1))
         assert torch.allclose(out[i, :n], torch.cat([fwd, bwd.flip(1)], -1)[0], atol=1e-6)
         assert torch.equal(out[i, n:], torch.zeros(9 - n, 8))
+
+
+@pytest.mark.parametrize("lengths", [[5, 1, 3, 3, 7, 2, 7], [1, 1, 1], [6], [4, 4, 4, 4], list(range(1, 30))])
+def test_gru_scan_values_and_gradients_equal_nn_gru(lengths):
+    """The packed scan's hand-written backward against autograd through ``nn.GRU``, one
+    sequence at a time, in float64 (so any difference beyond rounding is a wrong formula):
+    outputs, d/d inputs and d/d every weight and bias of both directions."""
+    torch.manual_seed(0)
+    bigru = BiGRU(3, 5).double()
+    lens = torch.tensor(lengths)
+    width = max(lengths) + 2  # trailing padding that no sequence reaches
+    x = torch.randn(len(lengths), width, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(len(lengths), width, 10, dtype=torch.float64)  # a loss that reads every output
+    out = bigru._forward_scan(x, lens)
+    got = torch.autograd.grad((out * weight).sum(), [x, *bigru.parameters()])
+    ref_out = torch.zeros_like(out)
+    for i, n in enumerate(lengths):
+        seq = x[i : i + 1, :n]
+        fwd, _ = bigru.fwd(seq)
+        bwd, _ = bigru.bwd(seq.flip(1))
+        ref_out[i, :n] = torch.cat([fwd, bwd.flip(1)], -1)[0]
+    ref = torch.autograd.grad((ref_out * weight).sum(), [x, *bigru.parameters()])
+    assert torch.allclose(out, ref_out, atol=1e-12)
+    assert torch.equal(out[lens[:, None] <= torch.arange(width)], torch.zeros(int((width - lens).sum()), 10, dtype=torch.float64))
+    for name, a, b in zip(["x", *(n for n, _ in bigru.named_parameters())], got, ref):
+        assert torch.allclose(a, b, atol=1e-10), name
+
+
+def test_gru_scan_is_the_cpu_training_path_and_lstm_keeps_groups(monkeypatch):
+    calls = []
+    monkeypatch.setattr(layers.BiRNN, "_forward_scan", lambda self, x, l: calls.append("scan") or torch.zeros(()))
+    monkeypatch.setattr(layers.BiRNN, "_forward_groups", lambda self, x, l: calls.append("groups") or torch.zeros(()))
+    x, lens = torch.randn(2, 3, 4), torch.tensor([3, 1])
+    layers.BiRNN(4, 2, cell="gru")(x, lens)
+    layers.BiRNN(4, 2, cell="lstm")(x, lens)
+    assert calls == ["scan", "groups"]
 
 
 def _group_cost(lengths: list[int], groups: list[tuple[int, int]], step_cost: int) -> int:

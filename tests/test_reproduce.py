@@ -250,8 +250,9 @@ def test_report_from_fixed_runs_jsonl(fixture_dir: Path):
     time_md = md.split("## Where the time goes")[1]
     until = sum(8.0 * (3 + s) for s in range(3))
     total = sum(8.0 * (9 + s) + 4.0 for s in range(3))
-    assert f"{100 * until / total:.0f}%" == _row(time_md, "MELD")[4]
-    assert _row(time_md, "MELD")[1] == str(len(sel("meld", "iein", 2)) * 8)  # 8 configurations x 3 seeds
+    assert _row(time_md, "MELD")[1] == "IEIN"
+    assert f"{100 * until / total:.0f}%" == _row(time_md, "MELD")[5]
+    assert _row(time_md, "MELD")[2] == str(len(sel("meld", "iein", 2)) * 8)  # 8 configurations x 3 seeds
 
 
 def _new_format(record: dict) -> dict:

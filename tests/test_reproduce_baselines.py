@@ -127,14 +127,16 @@ def test_runspec_roundtrip_and_key_parsing():
 
 
 def test_old_format_records_still_match_their_specs(monkeypatch):
-    """The committed reproduction (written before models were components) resumes: every run
-    matches the default plan's spec of the same key, and a changed setting is still caught."""
+    """The first reproduction's records (written before models were components; archived when
+    the patience rule's rerun replaced them) still match: every run matches the default plan's
+    spec of the same key at the patience it ran with, and a changed setting is still caught."""
     import dataclasses
 
     from iein.training import config as config_module
 
-    # the 94 IEIN runs of the first reproduction (baseline runs appended later are new-format)
-    runs = [r for r in read_records(COMMITTED) if r["kind"] == "run" and "arch" not in r]
+    # the 94 IEIN runs of the first reproduction
+    runs = [r for r in read_records(COMMITTED.parent / "archive" / "runs-patience-6-15.jsonl")
+            if r["kind"] == "run" and "arch" not in r]
     assert len(runs) == 94
     # they ran at the patience before the patience rule (MELD 6, IEMOCAP 15): today's presets
     # refuse them, naming the setting ...
@@ -212,16 +214,23 @@ def test_estimate_only_on_the_committed_reproduction(tmp_path: Path, capsys: pyt
     line = capsys.readouterr().out.strip()
     assert line.startswith("plan: 3 runs to do (47 done), about ") and "with 2 workers" in line
     assert "priced by this folder" in line
-    # its IEIN runs predate the patience rule: the estimate refuses them as a start would, in one line
-    assert main(["reproduce", "--out", str(out), "--estimate-only"]) != 0
+    # its IEIN runs were trained under today's presets (the patience rule): all of them count
+    assert main(["reproduce", "--out", str(out), "--estimate-only", "--workers", "2"]) == 0
+    assert capsys.readouterr().out.startswith("plan: 3 runs to do (141 done)")
+    # the archived IEIN runs predate the patience rule: the estimate refuses them as a start
+    # would, in one line naming the setting
+    old_out = tmp_path / "archive"
+    old_out.mkdir()
+    (old_out / "runs.jsonl").write_bytes((COMMITTED.parent / "archive" / "runs-patience-6-15.jsonl").read_bytes())
+    assert main(["reproduce", "--out", str(old_out), "--estimate-only", "--only", "iein"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained with other settings" in err[0] and "patience" in err[0]
-    # with the patience they ran at, every IEIN run counts as done
+    # with the patience they ran at, every archived IEIN run counts as done
     for name, patience in config_module._MEASURED_PATIENCE.items():
         old = config_module.PRESETS[name]
         monkeypatch.setitem(config_module.PRESETS, name,
                             dataclasses.replace(old, train=dict(old.train, patience=patience)))
-    assert main(["reproduce", "--out", str(out), "--estimate-only", "--only", "main,table3,figure3"]) == 0
+    assert main(["reproduce", "--out", str(old_out), "--estimate-only", "--only", "main,table3,figure3"]) == 0
     assert capsys.readouterr().out.startswith("plan: nothing to do (94 done)")
     assert (out / "runs.jsonl").read_bytes() == before  # read only
     assert sorted(p.name for p in out.iterdir()) == ["runs.jsonl"]  # no lock, no report
@@ -359,6 +368,28 @@ def test_report_renders_baselines_alone(baseline_dir: Path):
     md = render_report(baseline_dir).read_text()
     assert "No finished run of the main model yet." in md and "CNN, ours (`glove-cnn`, 3 seeds)" in md
     assert "IEIN against each baseline" not in md and "vectors vs model" not in md
+
+
+def test_report_times_and_replays_iein_and_baselines_apart(baseline_dir: Path):
+    """IEIN rows and baselines run in their own invocations with their own patience: the
+    header gives each part's wall time, and the patience replay is per part, at each run's
+    own patience (a baseline trained with patience 6 is not labelled "now 4")."""
+    path = baseline_dir / "runs.jsonl"
+    recs = []
+    for r in read_records(path):
+        if r["kind"] == "run" and r.get("arch") == "iein":
+            r = {**r, "train_config": {**r["train_config"], "patience": 4}, "session_elapsed": 100.0}
+        elif r["kind"] == "run":
+            r = {**r, "session": "s2", "session_elapsed": 500.0}
+        recs.append(r)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    md = render_report(baseline_dir).read_text()
+    assert "IEIN 0.03 h over 1 invocation; baselines 0.14 h over 1 invocation" in _row(md, "wall time")[1]
+    time_md = md.split("## Where the time goes")[1]
+    assert _row(time_md, "MELD | IEIN")[2] == "3" and _row(time_md, "MELD | baselines")[2] == "9"
+    labels = {(c[1], c[2]) for c in (_row(l, "") for l in time_md.splitlines() if l.startswith("| MELD"))}
+    assert ("IEIN", "2 (now 4)") in labels and ("baselines", "3 (now 6)") in labels
+    assert not any(part == "baselines" and "now 4" in p for part, p in labels)
 
 
 # --------------------------------------------------------------------------------------------

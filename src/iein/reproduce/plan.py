@@ -365,22 +365,20 @@ def _check_settings(plan: Sequence[RunSpec]) -> None:
 
 #: Minutes one run takes, by (dataset, model), where this folder has no finished run of the
 #: same configuration yet.  One worker process of two on a 2-core machine (the setting of
-#: docs/results), 1 torch thread, at the patience the runs were measured with (MELD 6, IEMOCAP
-#: 15 and at least 15 epochs).
+#: docs/results), 1 torch thread, at the patience the runs were measured with.
 #:
 #: * ``iein``: docs/results/runs.jsonl, mean wall minutes of the main configuration (12 runs
-#:   each: MELD T = 2 4.14 min = 15.42 s/epoch x 16.1 epochs; IEMOCAP T = 3 4.49 min =
-#:   6.45 s/epoch x 40.0 epochs x 1.04 for evaluation and prediction).  Since then the patience
-#:   rule (MELD 4, IEMOCAP 11) and a faster epoch make them high; replaced by the rerun's
-#:   numbers when docs/results-next is complete.
+#:   each, patience rule: MELD 4, IEMOCAP 11): MELD T = 2 3.79 min = 17.8 s/epoch x 12.5
+#:   epochs; IEMOCAP T = 3 4.28 min = 8.2 s/epoch x 30.5 epochs.  Measured before the GRU scan
+#:   (iein.layers._BiGRUScan), which trains an epoch about 1.9x faster, so they are high.
 #: * baselines: docs/results/runs.jsonl, mean wall minutes of their 5 seeds (2 workers on the
 #:   2-core machine, the dataset presets' protocol; a two-stage run's minutes include training
 #:   its stage-1 CNN when it was the first of its seed to need it, so a DialogueRNN + DialogueGCN
 #:   pair prices that CNN once).  Estimates, not promises.
 FALLBACK_MINUTES: dict[tuple[str, str], float] = {
-    ("meld", "iein"): 4.1, ("meld", "cnn"): 5.0, ("meld", "clstm"): 5.4, ("meld", "clstm_crf"): 5.0,
+    ("meld", "iein"): 3.8, ("meld", "cnn"): 5.0, ("meld", "clstm"): 5.4, ("meld", "clstm_crf"): 5.0,
     ("meld", "dialoguernn"): 8.9, ("meld", "dialoguegcn"): 1.8,
-    ("iemocap", "iein"): 4.5, ("iemocap", "cnn"): 5.9, ("iemocap", "clstm"): 5.6, ("iemocap", "clstm_crf"): 6.3,
+    ("iemocap", "iein"): 4.3, ("iemocap", "cnn"): 5.9, ("iemocap", "clstm"): 5.6, ("iemocap", "clstm_crf"): 6.3,
     ("iemocap", "dialoguernn"): 11.3, ("iemocap", "dialoguegcn"): 3.7,
 }
 #: A ``--quick`` run (a few dialogues, one epoch, a tiny model), any model: 1-7 s measured

@@ -210,21 +210,39 @@ class Runs:
     def ablation(self, dataset: str, variant: str, iterations: int | None) -> list[dict[str, Any]]:
         return self.select(dataset, variant, iterations, self.seeds_ablation)
 
-    def wall_seconds(self) -> float:
-        """Wall time of all invocations: a finished one's own measure; a killed one's up to
-        its last finished run."""
+    def session_seconds(self) -> dict[str, float]:
+        """Wall time of each invocation: a finished one's own measure; a killed one's up to
+        its last finished run (the run it was killed in is not counted)."""
         sessions: dict[str, float] = {}
         for r in self.all_records:
             if r["kind"] == "run" and "session" in r:
                 sessions[r["session"]] = max(sessions.get(r["session"], 0.0), float(r.get("session_elapsed", 0.0)))
         for sid, r in self.sessions.items():
             sessions[sid] = float(r["wall_seconds"])
-        return sum(sessions.values())
+        return sessions
+
+    def part_sessions(self, part: str | None = None) -> dict[str, float]:
+        """:meth:`session_seconds` of the invocations whose runs are all of one ``part``
+        (:func:`run_part`: the IEIN rows or the baselines), or of all with ``None``."""
+        parts: dict[str, set[str]] = defaultdict(set)
+        for r in self.all_records:
+            if r["kind"] == "run" and "session" in r:
+                parts[r["session"]].add(run_part(r))
+        return {sid: sec for sid, sec in self.session_seconds().items() if part is None or parts.get(sid) == {part}}
+
+    def wall_seconds(self, part: str | None = None) -> float:
+        return sum(self.part_sessions(part).values())
 
 
 def run_arch(run: dict[str, Any]) -> str:
     """The model of a run record (records written before baselines were planned are IEIN's)."""
     return str(run.get("arch", "iein"))
+
+
+def run_part(run: dict[str, Any]) -> str:
+    """Which part of the reproduction a run belongs to: ``"IEIN"`` (main model, Table 3,
+    Figure 3) or ``"baselines"``; the parts are run, timed and early-stopped separately."""
+    return "IEIN" if run_arch(run) == "iein" else "baselines"
 
 
 def load_runs(out_dir: str | os.PathLike[str]) -> Runs:
@@ -370,9 +388,10 @@ def section_header(R: Runs) -> str:
         ["machine", f"{machine.get('platform', '?')}, {machine.get('processor', '?')}, "
                     f"{machine.get('cpu_count', '?')} cores, Python {machine.get('python', '?')}"],
         ["workers", f"{R.plan.get('workers')} process(es) × {R.plan.get('threads_per_worker')} torch thread(s)"],
-        ["wall time", f"{wall / 3600:.2f} h over "
-                      f"{plural(len({r.get('session') for r in R.runs} | set(R.sessions)), 'invocation')} "
-                      f"({wall:.0f} s); training compute {compute / 3600:.2f} h summed over runs"],
+        ["wall time", f"{wall / 3600:.2f} h over {plural(len(R.part_sessions()), 'invocation')} ({wall:.0f} s)"
+                      + "".join(f"; {part} {sum(sec.values()) / 3600:.2f} h over {plural(len(sec), 'invocation')}"
+                                for part in ("IEIN", "baselines") if (sec := R.part_sessions(part)))
+                      + f"; training compute {compute / 3600:.2f} h summed over runs"],
     ]
     lines += [md_table(["", ""], rows, "ll"), ""]
     lines.append("Data (sha256 of the files read; fingerprints of the split contents):")
@@ -1029,8 +1048,8 @@ def section_time(R: Runs) -> str:
     goes, and what early stopping's patience costs (replayed on the stored dev histories)."""
     rows, what_if = [], []
     total_all = sum(float(r.get("wall_seconds", 0.0)) for r in R.runs) or 1.0
-    for d in R.datasets:
-        runs = [r for r in R.runs if r["dataset"] == d]
+    for d, part in ((d, part) for d in R.datasets for part in ("IEIN", "baselines")):
+        runs = [r for r in R.runs if r["dataset"] == d and run_part(r) == part]
         if not runs:
             continue
         prof = time_profile(runs)
@@ -1042,16 +1061,19 @@ def section_time(R: Runs) -> str:
         t_lo, t_hi = (min(by_t), max(by_t)) if by_t else (None, None)
         slope = (f"{mean_of(by_t[t_hi]) / mean_of(by_t[t_lo]):.2f}× (T={t_lo} → T={t_hi})"
                  if t_lo is not None and t_hi != t_lo else "—")
-        rows.append([DATASET_TITLE.get(d, d), str(len(runs)), f"{prof['total'] / 3600:.2f}",
+        rows.append([DATASET_TITLE.get(d, d), part, str(len(runs)), f"{prof['total'] / 3600:.2f}",
                      f"{100 * prof['total'] / total_all:.0f}%", f"{100 * prof['until_best'] / tot:.0f}%",
                      f"{100 * prof['after_best'] / tot:.0f}%", f"{100 * prof['other'] / tot:.0f}%", slope])
-        patience = int(runs[0]["train_config"].get("patience", 0))
-        for p in sorted({max(1, round(patience * f)) for f in (1 / 3, 1 / 2, 2 / 3)} - {patience}):
-            w = patience_what_if(runs, p)
-            if not w["runs"]:
-                continue
-            what_if.append([DATASET_TITLE.get(d, d), f"{p} (now {patience})", f"{w['same']}/{w['runs']}",
-                            f"{w['dev_loss']:.2f}", f"{w['saved_pct']:.0f}%"])
+        by_patience: dict[int, list[dict[str, Any]]] = defaultdict(list)  # runs of one part may differ
+        for r in runs:
+            by_patience[int(r["train_config"].get("patience", 0))].append(r)
+        for patience, group in sorted(by_patience.items()):
+            for p in sorted({max(1, round(patience * f)) for f in (1 / 3, 1 / 2, 2 / 3)} - {patience}):
+                w = patience_what_if(group, p)
+                if not w["runs"]:
+                    continue
+                what_if.append([DATASET_TITLE.get(d, d), part, f"{p} (now {patience})", f"{w['same']}/{w['runs']}",
+                                f"{w['dev_loss']:.2f}", f"{w['saved_pct']:.0f}%"])
     if not rows:
         return ""
     text = ["## Where the time goes", "",
@@ -1059,14 +1081,14 @@ def section_time(R: Runs) -> str:
             "'After best' is early stopping's patience: epochs trained after the one finally selected on dev. "
             "'Other' is per-epoch dev evaluation, the final test prediction and each worker's one-off data "
             "preparation.", "",
-            md_table(["dataset", "runs", "compute h", "of all", "epochs ≤ best", "after best", "other",
+            md_table(["dataset", "part", "runs", "compute h", "of all", "epochs ≤ best", "after best", "other",
                       "s/epoch growth with T"], rows), ""]
     if what_if:
         text += ["A smaller patience, replayed on the stored dev histories (same stopping rule, no retraining). "
                  "'Same model' counts runs whose selected epoch would not change — their test scores would be "
                  "identical; 'dev loss' is the mean dev w-F1 given up by the others. A smaller patience would "
                  "change the experiment, so it is not applied to this reproduction.", "",
-                 md_table(["dataset", "patience", "same model", "dev loss", "time saved"], what_if), ""]
+                 md_table(["dataset", "part", "patience", "same model", "dev loss", "time saved"], what_if), ""]
     return "\n".join(text)
 
 
