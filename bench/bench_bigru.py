@@ -70,6 +70,7 @@ def real(args: argparse.Namespace) -> None:
     settings = {"scan": (True, layers.STEP_COST), "one group": (False, 10**9),
                 **{f"groups {c}": (False, c) for c in (8, 16, 32)}}
     default = (layers.GRU_SCAN, layers.STEP_COST)
+    default_name = "scan" if layers.GRU_SCAN else f"groups {layers.STEP_COST}"
     times: dict[str, list[float]] = {k: [] for k in settings}
     for _ in range(args.repeats):
         for name, (scan, cost) in settings.items():
@@ -84,7 +85,7 @@ def real(args: argparse.Namespace) -> None:
     print(f"{data_dir.name}, {len(batches)} training batches of {exp.train.batch_size} dialogues, "
           f"{args.threads} thread(s), forward + backward of the utterance encoder (min of {args.repeats}):")
     for name, t in times.items():
-        mark = " (default)" if name == ("scan" if default[0] else f"groups {default[1]}") else ""
+        mark = " (default)" if name == default_name else ""
         print(f"  {name:10s} {min(t):6.2f} s  {base / min(t):.2f}x{mark}")
 
 

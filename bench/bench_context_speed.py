@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from iein import layers
 from iein.data.batching import IGNORE, Batch, label_ids, speaker_ids
 from iein.data.conversation import label_index
 from iein.data.registry import load_corpus
@@ -424,7 +425,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="how our GRUs train on CPU: the packed scan with its hand-written backward (the "
                         "default) or nn.GRU over length groups (before it); iein.layers.GRU_SCAN")
     args = p.parse_args(argv)
-    from iein import layers
     layers.GRU_SCAN = args.gru_path == "scan"
 
     def log(msg: str) -> None:

@@ -37,7 +37,8 @@ class AttentionPooling(nn.Module):
 #: (1 thread, forward+backward, ``bench/bench_bigru.py --real``), 16 and 32 were the fastest.
 STEP_COST = 16
 
-#: Train GRUs on CPU with :class:`_BiGRUScan` (a switch for benchmarks: ``bench/bench_bigru.py``).
+#: Train GRUs on CPU with :class:`_BiGRUScan`; a switch for the benchmarks that compare it
+#: with length groups (``bench/bench_bigru.py``, ``bench_context_speed.py --gru-path``).
 GRU_SCAN = True
 
 

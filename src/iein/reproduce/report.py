@@ -17,6 +17,7 @@ number T, i.e. they leave P^0 out; we show it and put the paper's step i beside 
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import defaultdict
@@ -210,25 +211,25 @@ class Runs:
     def ablation(self, dataset: str, variant: str, iterations: int | None) -> list[dict[str, Any]]:
         return self.select(dataset, variant, iterations, self.seeds_ablation)
 
-    def session_seconds(self) -> dict[str, float]:
-        """Wall time of each invocation: a finished one's own measure; a killed one's up to
-        its last finished run (the run it was killed in is not counted)."""
-        sessions: dict[str, float] = {}
-        for r in self.all_records:
-            if r["kind"] == "run" and "session" in r:
-                sessions[r["session"]] = max(sessions.get(r["session"], 0.0), float(r.get("session_elapsed", 0.0)))
-        for sid, r in self.sessions.items():
-            sessions[sid] = float(r["wall_seconds"])
-        return sessions
-
-    def part_sessions(self, part: str | None = None) -> dict[str, float]:
-        """:meth:`session_seconds` of the invocations whose runs are all of one ``part``
-        (:func:`run_part`: the IEIN rows or the baselines), or of all with ``None``."""
+    @functools.cached_property
+    def invocations(self) -> dict[str, tuple[float, frozenset[str]]]:
+        """Each invocation's wall time (a finished one's own measure; a killed one's up to its
+        last finished run: the run it was killed in is not counted) and the parts
+        (:func:`run_part`) of its runs."""
+        seconds: dict[str, float] = {}
         parts: dict[str, set[str]] = defaultdict(set)
         for r in self.all_records:
             if r["kind"] == "run" and "session" in r:
-                parts[r["session"]].add(run_part(r))
-        return {sid: sec for sid, sec in self.session_seconds().items() if part is None or parts.get(sid) == {part}}
+                sid = r["session"]
+                seconds[sid] = max(seconds.get(sid, 0.0), float(r.get("session_elapsed", 0.0)))
+                parts[sid].add(run_part(r))
+        for sid, r in self.sessions.items():
+            seconds[sid] = float(r["wall_seconds"])
+        return {sid: (sec, frozenset(parts.get(sid, ()))) for sid, sec in seconds.items()}
+
+    def part_sessions(self, part: str | None = None) -> dict[str, float]:
+        """Wall seconds of the invocations whose runs are all of one ``part``, or of all."""
+        return {sid: sec for sid, (sec, parts) in self.invocations.items() if part is None or parts == {part}}
 
     def wall_seconds(self, part: str | None = None) -> float:
         return sum(self.part_sessions(part).values())
@@ -237,6 +238,10 @@ class Runs:
 def run_arch(run: dict[str, Any]) -> str:
     """The model of a run record (records written before baselines were planned are IEIN's)."""
     return str(run.get("arch", "iein"))
+
+
+#: The parts of a reproduction (:func:`run_part`), in report order.
+PARTS = ("IEIN", "baselines")
 
 
 def run_part(run: dict[str, Any]) -> str:
@@ -388,9 +393,9 @@ def section_header(R: Runs) -> str:
         ["machine", f"{machine.get('platform', '?')}, {machine.get('processor', '?')}, "
                     f"{machine.get('cpu_count', '?')} cores, Python {machine.get('python', '?')}"],
         ["workers", f"{R.plan.get('workers')} process(es) × {R.plan.get('threads_per_worker')} torch thread(s)"],
-        ["wall time", f"{wall / 3600:.2f} h over {plural(len(R.part_sessions()), 'invocation')} ({wall:.0f} s)"
+        ["wall time", f"{wall / 3600:.2f} h over {plural(len(R.invocations), 'invocation')} ({wall:.0f} s)"
                       + "".join(f"; {part} {sum(sec.values()) / 3600:.2f} h over {plural(len(sec), 'invocation')}"
-                                for part in ("IEIN", "baselines") if (sec := R.part_sessions(part)))
+                                for part in PARTS if (sec := R.part_sessions(part)))
                       + f"; training compute {compute / 3600:.2f} h summed over runs"],
     ]
     lines += [md_table(["", ""], rows, "ll"), ""]
@@ -1048,7 +1053,7 @@ def section_time(R: Runs) -> str:
     goes, and what early stopping's patience costs (replayed on the stored dev histories)."""
     rows, what_if = [], []
     total_all = sum(float(r.get("wall_seconds", 0.0)) for r in R.runs) or 1.0
-    for d, part in ((d, part) for d in R.datasets for part in ("IEIN", "baselines")):
+    for d, part in ((d, part) for d in R.datasets for part in PARTS):
         runs = [r for r in R.runs if r["dataset"] == d and run_part(r) == part]
         if not runs:
             continue
