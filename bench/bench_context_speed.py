@@ -13,7 +13,9 @@ tensors of every batch are built before the clock starts.  By default all batche
 epoch are timed after one untimed warm-up batch (``--batches K`` times the first K batches
 and extrapolates to the epoch).  At every thread count the two sides run one after the
 other in this process; ``--repeats R`` alternates them R times and keeps each side's fastest
-epoch (the least disturbed by other processes).
+epoch (the least disturbed by other processes).  With ``--interleave`` each repeat instead
+runs both epochs at once, batch by batch in proportion (:func:`interleaved_epochs`), so
+both sides meet the same load; seconds and speed-ups are then medians over the repeats.
 
     python bench/bench_context_speed.py --authors-dir /tmp/conv-emotion --threads 1 2
 
@@ -346,6 +348,28 @@ def seconds_per_epoch(side: Side, inputs: list[Any], measured: int) -> tuple[flo
     return (time.perf_counter() - wall) * scale, (time.process_time() - cpu) * scale
 
 
+def interleaved_epochs(sides: dict[str, tuple[Side, list[Any]]], batches: int) -> dict[str, tuple[float, float]]:
+    """One epoch of every side with their batches interleaved: each next timed batch goes to
+    the side furthest behind in its own epoch, so that all sides meet the same fast and slow
+    phases of a shared machine (alternating whole epochs lets a phase of tens of seconds
+    favour either side).  Wall-clock and CPU seconds per side (extrapolated from the first
+    ``batches`` of each side's epoch when ``batches`` > 0)."""
+    for side, inputs in sides.values():
+        side.step(inputs[0])  # warm-up: allocator and first-call costs, not timed
+    todo = {k: min(batches or len(inputs), len(inputs)) for k, (_, inputs) in sides.items()}
+    done = dict.fromkeys(sides, 0)
+    wall, cpu = dict.fromkeys(sides, 0.0), dict.fromkeys(sides, 0.0)
+    while any(done[k] < todo[k] for k in sides):
+        k = min((k for k in sides if done[k] < todo[k]), key=lambda k: done[k] / todo[k])
+        side, inputs = sides[k]
+        w, c = time.perf_counter(), time.process_time()
+        side.step(inputs[done[k]])
+        wall[k] += time.perf_counter() - w
+        cpu[k] += time.process_time() - c
+        done[k] += 1
+    return {k: (wall[k] * len(sides[k][1]) / todo[k], cpu[k] * len(sides[k][1]) / todo[k]) for k in sides}
+
+
 def bench_entry(name: str, entry: Entry, args: argparse.Namespace, log: Callable[[str], None]) -> list[dict]:
     raw = meld_batches(args.data_dir, entry.feature_dim, entry.batch_size, args.seed)
     measured = min(args.batches or len(raw), len(raw))
@@ -374,7 +398,21 @@ def bench_entry(name: str, entry: Entry, args: argparse.Namespace, log: Callable
             sides[label] = (side, side.own_inputs if side.own_inputs is not None else [side.prepare(b) for b in raw])
         best: dict[str, float] = {}
         best_cpu: dict[str, float] = {}
-        for rep in range(args.repeats):
+        ratios: list[float] = []
+        cpu_ratios: list[float] = []
+        per_rep: dict[str, list[tuple[float, float]]] = {}
+        for rep in range(args.repeats if args.interleave and len(sides) > 1 else 0):
+            times = interleaved_epochs(sides, args.batches)
+            for label, t in times.items():
+                per_rep.setdefault(label, []).append(t)
+            ratios.append(times["authors"][0] / times["ours"][0])
+            cpu_ratios.append(times["authors"][1] / times["ours"][1])
+            log(f"{name} threads={threads} repeat={rep} interleaved: authors {times['authors'][0]:.2f} s/epoch, "
+                f"ours {times['ours'][0]:.2f} s/epoch: {ratios[-1]:.2f}x")
+        for label, ts in per_rep.items():  # interleaved: medians over the repeats
+            best[label] = float(np.median([w for w, _ in ts]))
+            best_cpu[label] = float(np.median([c for _, c in ts]))
+        for rep in range(0 if ratios else args.repeats):
             for label in ("authors", "ours"):  # theirs first, then ours, alternating
                 if label in sides:
                     side, inputs = sides[label]
@@ -385,9 +423,12 @@ def bench_entry(name: str, entry: Entry, args: argparse.Namespace, log: Callable
         row = {"model": name, "threads": threads, "batches": len(raw), "ours_batches": len(sides["ours"][1]), "measured_batches": measured,
                "batch_size": entry.batch_size, "feature_dim": entry.feature_dim, "max_abs_diff": check,
                "ours_s_per_epoch": best["ours"], "authors_s_per_epoch": best.get("authors"),
-               "speedup": best["authors"] / best["ours"] if "authors" in best else None,
+               "speedup": (float(np.median(ratios)) if ratios else
+                           best["authors"] / best["ours"] if "authors" in best else None),
+               "interleaved_ratios": ratios or None,
                "ours_cpu_s_per_epoch": best_cpu["ours"], "authors_cpu_s_per_epoch": best_cpu.get("authors"),
-               "cpu_speedup": best_cpu["authors"] / best_cpu["ours"] if "authors" in best_cpu else None,
+               "cpu_speedup": (float(np.median(cpu_ratios)) if cpu_ratios else
+                               best_cpu["authors"] / best_cpu["ours"] if "authors" in best_cpu else None),
                "ours_params": sum(p.numel() for p in sides["ours"][0].model.parameters()),
                "authors_params": (sum(p.numel() for p in sides["authors"][0].model.parameters())
                                   if "authors" in sides else None)}
@@ -418,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=0, help="time only the first K batches (0: the whole epoch)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--interleave", action="store_true",
+                   help="interleave the two sides batch by batch within each repeat (the same load for "
+                        "both on a shared machine); the speed-up is the median of the repeats' ratios")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--iein-set", action="append", default=[], metavar="KEY=VALUE",
                    help="iein-vs-dialoguernn: override a setting of the meld preset, e.g. train.batch_size=32")

@@ -153,6 +153,101 @@ def test_gru_scan_is_the_cpu_training_path_and_lstm_keeps_groups(monkeypatch):
     assert calls == ["scan", "groups"]
 
 
+def test_packed_rows_layout():
+    lengths = torch.tensor([3, 1, 4, 2])
+    rows = layers.packed_rows(lengths, 5)
+    assert rows.batch_sizes == [4, 3, 2, 1]  # sequences still running at each step
+    assert torch.equal(rows.fwd_pos[:4], torch.tensor([10, 0, 15, 5]))  # longest first, step 0
+    assert torch.equal(rows.fwd_pos[rows.bwd_rows], rows.bwd_pos)
+    assert torch.equal(rows.bwd_rows[rows.fwd_rows], torch.arange(10))
+    assert sorted(rows.fwd_pos.tolist()) == sorted(rows.bwd_pos.tolist()) == [
+        b * 5 + i for b, n in enumerate(lengths.tolist()) for i in range(n)]
+    assert torch.equal(rows.bwd_pos[:4], torch.tensor([13, 2, 16, 5]))  # each sequence's last item
+
+
+def test_attention_pooling_over_packed_rows_equals_padded():
+    torch.manual_seed(0)
+    pool = AttentionPooling(3)
+    lengths, width = torch.tensor([2, 5, 1, 3]), 6
+    h = torch.randn(4, width, 3) * layers.length_mask(lengths, width)[..., None]
+    pos = layers.packed_rows(lengths, width).fwd_pos
+    got = pool.pool_rows(h.reshape(-1, 3)[pos], pos, 4, width)
+    torch.testing.assert_close(got, pool(h, layers.length_mask(lengths, width)), atol=1e-6, rtol=0)
+
+
+def _train_step(module, inputs_fn, seed: int = 5):
+    """Output, parameter gradients and the RNG state after one seeded training forward."""
+    torch.manual_seed(seed)
+    out = inputs_fn()
+    grads = torch.autograd.grad(out.square().sum(), [p for p in module.parameters() if p.requires_grad])
+    return out.detach(), grads, torch.get_rng_state()
+
+
+def test_word_encoder_trains_on_real_words_only_as_the_padded_forward():
+    """CPU training of ``glove-bigru`` never pads (embedding, dropout, BiGRU, attention on
+    the real words): the same values and gradients as the padded forward, and the same
+    dropout mask, so a seeded run's random stream is unchanged."""
+    from iein.encoders.glove import GloveEncoder
+
+    torch.manual_seed(0)
+    cfg = GloveBiGRUConfig(vocab_size=len(VOCAB), embedding_dim=6, hidden=5, dropout=0.3)
+    enc = GloveBiGRU(cfg, WordFeaturizer(VOCAB)).train()
+    lengths, width = torch.randint(1, 12, (40,)), 14
+    tokens = torch.zeros(40, width, dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        tokens[i, :n] = torch.randint(2, 30, (n,))
+    calls = []
+    enc.encode_words = lambda x, l: calls.append("padded") or GloveBiGRU.encode_words(enc, x, l)
+    got = _train_step(enc, lambda: enc((tokens, lengths)))
+    assert calls == []  # the training path did not pad
+    ref = _train_step(enc, lambda: GloveEncoder.forward(enc, (tokens, lengths)))
+    assert calls == ["padded"]
+    torch.testing.assert_close(got[0], ref[0], atol=1e-6, rtol=0)
+    for a, b in zip(got[1], ref[1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got[2], ref[2])
+    assert not torch.equal(ref[0], _train_step(enc, lambda: enc((tokens, lengths)), seed=6)[0])  # dropout acts
+
+
+@pytest.mark.parametrize("variant", ["iein", "no_label", "gold_label"])
+def test_ec_encoder_shared_passes_equal_the_padded_forward(variant, monkeypatch):
+    """CPU training runs the EC-Encoder's T passes on packed rows with u projected once
+    (:meth:`ECEncoder.share`); the padded forward over length groups is the reference:
+    same losses and gradients up to rounding, same random stream (dropout, feedback dropout)."""
+    torch.manual_seed(0)
+    enc = GloveBiGRU(GloveBiGRUConfig(vocab_size=len(VOCAB), embedding_dim=6, hidden=5, dropout=0.3),
+                     WordFeaturizer(VOCAB))
+    model = IEIN(tiny_cfg(variant=variant, dropout=0.3, feedback_dropout=0.2 if variant == "iein" else 0.0),
+                 enc).train()
+    batch = tiny_batch()
+    shares = []
+    share = ECEncoder.share
+
+    def counted_share(self, u, n):
+        shared = share(self, u, n)
+        shares.append(shared is not None)
+        return shared
+
+    monkeypatch.setattr(ECEncoder, "share", counted_share)
+    results = {}
+    for scan in (True, False):
+        monkeypatch.setattr(layers, "GRU_SCAN", scan)
+        torch.manual_seed(7)
+        out = model(batch)
+        results[scan] = (out.loss.detach(), torch.autograd.grad(out.loss, list(model.parameters())),
+                         torch.get_rng_state(), out.steps)
+    if variant == "iein":  # the scan shares once per forward, not once per pass; groups never
+        assert shares.count(True) == 1 and shares[0]
+    (l1, g1, s1, st1), (l2, g2, s2, st2) = results[True], results[False]
+    torch.testing.assert_close(l1, l2, atol=1e-6, rtol=0)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert torch.equal(s1, s2)
+    real = batch.labels != IGNORE
+    for a, b in zip(st1, st2):
+        torch.testing.assert_close(a[real], b[real], atol=1e-6, rtol=0)
+
+
 def _group_cost(lengths: list[int], groups: list[tuple[int, int]], step_cost: int) -> int:
     return sum(lengths[end - 1] * (end - start + step_cost) for start, end in groups)
 

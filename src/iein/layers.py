@@ -7,6 +7,8 @@ its padding; attention is masked), which ``tests/test_model.py`` checks bit for 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,6 +32,16 @@ class AttentionPooling(nn.Module):
         scores = self.w_u(h).squeeze(-1).masked_fill(~mask, float("-inf"))
         alpha = torch.softmax(scores, dim=-1)
         return torch.einsum("bm,bmd->bd", alpha, h)
+
+    def pool_rows(self, h: Tensor, pos: Tensor, batch: int, width: int) -> Tensor:
+        """The same pooling over packed rows ``h (total, d)``, row k being position
+        ``pos[k]`` of a ``(batch, width)`` padded layout: only the scores are padded (one
+        number per slot, for the masked softmax), so no padded ``d``-wide tensor is made,
+        read or differentiated.  -> ``(batch, d)``."""
+        scores = self.w_u(h).squeeze(-1)
+        padded = scores.new_full((batch * width,), float("-inf")).index_put((pos,), scores)
+        alpha = torch.softmax(padded.view(batch, width), dim=-1).view(-1)[pos]
+        return h.new_zeros(batch, h.size(-1)).index_add(0, pos // width, alpha[:, None] * h)
 
 
 #: The cost of one sequential RNN step (its Python/dispatch overhead, forward and backward)
@@ -66,20 +78,53 @@ def length_groups(sorted_lengths: list[int], step_cost: int = STEP_COST) -> list
     return groups[::-1]
 
 
-def packed_positions(lengths: Tensor, width: int) -> tuple[Tensor, Tensor, list[int]]:
-    """The packed layout of right-padded sequences ``(batch, width)`` with ``lengths``:
-    rows sorted by length (longest first), step-major, so that step t owns the next ``n_t``
-    packed rows and the sequences still running at step t are a prefix of the previous
-    step's (as in ``PackedSequence``).  Returns the flat positions (into ``batch * width``)
-    that the forward direction reads at each packed row, those the backward direction
-    reads (each sequence reversed within its own length), and ``[n_0, n_1, ...]``."""
+class PackedRows(NamedTuple):
+    """The packed layout of right-padded sequences ``(batch, width)``: rows sorted by length
+    (longest first), step-major, so that step t owns the next ``batch_sizes[t]`` packed rows
+    and the sequences still running at step t are a prefix of the previous step's (as in
+    ``PackedSequence``).  Built by :func:`packed_rows`."""
+
+    #: flat position (into ``batch * width``) that the forward direction reads at each packed row
+    fwd_pos: Tensor
+    #: the same for the backward direction (each sequence reversed within its own length)
+    bwd_pos: Tensor
+    batch_sizes: list[int]
+    #: for each backward packed row, the forward packed row of the same position
+    #: (``fwd_pos[bwd_rows] == bwd_pos``), and the inverse permutation
+    bwd_rows: Tensor
+    fwd_rows: Tensor
+
+
+def packed_rows(lengths: Tensor, width: int) -> PackedRows:
+    """The :class:`PackedRows` of sequences with ``lengths`` (each >= 1) padded to ``width``."""
     order = torch.argsort(lengths, descending=True, stable=True)
     lens = lengths[order]
     steps = torch.arange(int(lens[0]), device=lengths.device)
     active = steps[:, None] < lens[None, :]  # (max_len, batch): step-major
     step, rank = active.nonzero(as_tuple=True)  # within a step, rows keep the sorted order
     row = order[rank] * width
-    return row + step, row + lens[rank] - 1 - step, active.sum(1).tolist()
+    fwd_pos, bwd_pos = row + step, row + lens[rank] - 1 - step
+    total = fwd_pos.numel()
+    row_of = torch.empty(lengths.numel() * width, dtype=torch.long, device=lengths.device)
+    row_of[fwd_pos] = torch.arange(total, device=lengths.device)
+    bwd_rows = row_of[bwd_pos]
+    fwd_rows = torch.empty_like(bwd_rows)
+    fwd_rows[bwd_rows] = torch.arange(total, device=lengths.device)
+    return PackedRows(fwd_pos, bwd_pos, active.sum(1).tolist(), bwd_rows, fwd_rows)
+
+
+def dropout_rows(x: Tensor, p: float, training: bool, slots: int, rows: Tensor) -> Tensor:
+    """Dropout of the packed rows ``x (len(rows), d)`` of a padded ``(slots, d)`` tensor,
+    with exactly the mask ``F.dropout`` would draw for the padded tensor (on CPU:
+    ``bernoulli_(1 - p)`` over all of it, scaled by ``1 / (1 - p)``), read at ``rows``.
+    The padded slots' draws are wasted, on purpose: the random stream, and so every later
+    draw of a seeded run, stays what it was when the padded tensor was dropped out."""
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0
+    noise = x.new_empty(slots, x.size(-1)).bernoulli_(1 - p).div_(1 - p)
+    return x * noise[rows]
 
 
 class _BiGRUScan(torch.autograd.Function):
@@ -90,7 +135,7 @@ class _BiGRUScan(torch.autograd.Function):
     each step's backward multiplies out and accumulates its own ``W_hh`` gradient.  Here
     one step is a handful of ops for *both* directions at once (``baddbmm`` over a
     stacked ``(2, 3H, H)`` weight), padding is never computed (the packed layout of
-    :func:`packed_positions`), and the weight gradient is one matrix product over every
+    :func:`packed_rows`), and the weight gradient is one matrix product over every
     step after the loop.  Same function as ``nn.GRU`` (PyTorch's gate order r, z, n and
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``), equal up to float rounding, which
     ``tests/test_model.py`` checks against it in float64, values and gradients.
@@ -208,25 +253,55 @@ class BiRNN(nn.Module):
         """``x (B, L, d)``, ``lengths (B,)`` >= 1 -> ``(B, L, 2*hidden)``."""
         if not torch.is_grad_enabled():
             return self._forward_packed(x, lengths)
-        if self.cell == "gru" and x.device.type == "cpu" and GRU_SCAN:
+        if self.scans(x):
             return self._forward_scan(x, lengths)
         return self._forward_groups(x, lengths)
 
+    def scans(self, x: Tensor) -> bool:
+        """Whether a forward pass over ``x`` now takes the :class:`_BiGRUScan` path (training
+        a GRU on CPU), for callers that can hand it packed rows (:meth:`scan_rows`)."""
+        return torch.is_grad_enabled() and self.cell == "gru" and x.device.type == "cpu" and GRU_SCAN
+
+    def scan_rows(self, x: Tensor, rows: PackedRows) -> Tensor:
+        """Both directions over packed input rows ``x (total, d)`` in forward order
+        (``x[k]`` is the item at ``rows.fwd_pos[k]``) -> ``(total, 2*hidden)`` in the same
+        order: the layout a caller keeps when it never pads (the word-level encoder)."""
+        return torch.cat(self.scan_projected(self.project_rows(x, rows), rows), dim=-1)
+
+    def project_rows(self, x: Tensor, rows: PackedRows, start: int = 0, bias: bool = True) -> Tensor:
+        """Both directions' input projections of packed rows ``x (total, k)``, each in its own
+        reading order: ``(2, total, 3*hidden)`` = ``W_ih[:, start:start + k] x (+ b_ih)``, in
+        one batched product.  An input ``[a; b]`` whose part ``a`` is the same over several
+        calls (the EC-Encoder's u over its T passes) is projected as ``W_a a + b_ih`` once
+        plus ``W_b b`` per call: the same linear map, ``W_ih [a; b] = W_a a + W_b b``."""
+        f, b = self.fwd, self.bwd
+        cols = slice(start, start + x.size(-1))
+        xs = torch.stack([x, x[rows.bwd_rows]])
+        w = torch.stack([f.weight_ih_l0[:, cols], b.weight_ih_l0[:, cols]]).transpose(1, 2)
+        if not bias:
+            return torch.bmm(xs, w)
+        return torch.baddbmm(torch.stack([f.bias_ih_l0, b.bias_ih_l0])[:, None, :], xs, w)
+
+    def recurrent_weights(self) -> tuple[Tensor, Tensor]:
+        """``W_hh (2, 3H, H)`` and ``b_hh (2, 3H)`` of both directions, stacked for
+        :meth:`scan_projected` (a caller scanning several times per step stacks them once)."""
+        f, b = self.fwd, self.bwd
+        return torch.stack([f.weight_hh_l0, b.weight_hh_l0]), torch.stack([f.bias_hh_l0, b.bias_hh_l0])
+
+    def scan_projected(self, gi: Tensor, rows: PackedRows,
+                       recurrent: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The recurrence from ready input projections ``gi`` (:meth:`project_rows`) ->
+        the forward and the backward states ``(total, hidden)`` each, both in forward order."""
+        w_hh, b_hh = recurrent if recurrent is not None else self.recurrent_weights()
+        states = _BiGRUScan.apply(gi, w_hh, b_hh, rows.batch_sizes)
+        return states[0], states[1][rows.fwd_rows]
+
     def _forward_scan(self, x: Tensor, lengths: Tensor) -> Tensor:
         batch, width, dim = x.shape
-        hid = self.hidden_size
-        fwd_pos, bwd_pos, batch_sizes = packed_positions(lengths, width)
-        f, b = self.fwd, self.bwd
-        # both directions' input projections W_ih x + b_ih in one batched product
-        xs = x.reshape(batch * width, dim)[torch.stack([fwd_pos, bwd_pos])]  # (2, total, d)
-        gi = torch.baddbmm(torch.stack([f.bias_ih_l0, b.bias_ih_l0])[:, None, :], xs,
-                           torch.stack([f.weight_ih_l0, b.weight_ih_l0]).transpose(1, 2))
-        states = _BiGRUScan.apply(gi, torch.stack([f.weight_hh_l0, b.weight_hh_l0]),
-                                  torch.stack([f.bias_hh_l0, b.bias_hh_l0]), batch_sizes)
-        # row 2p of (batch * width * 2, H) is position p's forward state, row 2p + 1 its backward
-        rows = torch.cat([2 * fwd_pos, 2 * bwd_pos + 1])
-        out = x.new_zeros(batch * width * 2, hid).index_copy(0, rows, states.reshape(-1, hid))
-        return out.view(batch, width, 2 * hid)
+        rows = packed_rows(lengths, width)
+        h = self.scan_rows(x.reshape(batch * width, dim)[rows.fwd_pos], rows)
+        out = x.new_zeros(batch * width, 2 * self.hidden_size).index_copy(0, rows.fwd_pos, h)
+        return out.view(batch, width, 2 * self.hidden_size)
 
     def _forward_groups(self, x: Tensor, lengths: Tensor) -> Tensor:
         batch, width, _ = x.shape

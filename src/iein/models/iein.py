@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..data.batching import IGNORE, Batch
 from ..encoders.base import UtteranceEncoder
 from ..errors import ConfigError
-from ..layers import BiGRU, gru_cell
+from ..layers import BiGRU, PackedRows, dropout_rows, gru_cell, packed_rows
 from .base import ConversationModel, ModelConfig
 
 Variant = Literal["iein", "no_label", "gold_label"]
@@ -96,12 +96,45 @@ class ECEncoder(nn.Module):
             return u
         return torch.cat([u, self.emotion_embedding(p)], dim=-1)  # eq. 4
 
-    def forward(self, u: Tensor, p: Tensor | None, n_utts: Tensor) -> Tensor:
-        """``u (B, N, du)``, ``p (B, N, L)`` -> logits ``(B, N, L)``."""
+    def forward(self, u: Tensor, p: Tensor | None, n_utts: Tensor, shared: SharedPass | None = None) -> Tensor:
+        """``u (B, N, du)``, ``p (B, N, L)`` -> logits ``(B, N, L)``.  ``shared``: the
+        P-independent part from :meth:`share` when several passes read the same ``u``."""
+        if shared is None:
+            shared = self.share(u, n_utts)
+        if shared is not None:
+            return self._forward_rows(p, shared)
         x = self.inputs(u, p)
         fwd, bwd = self.gru(x, n_utts).chunk(2, dim=-1)
         h = fwd + bwd + x  # eq. 7
         return self.classifier(self.dropout(h))
+
+    def share(self, u: Tensor, n_utts: Tensor) -> SharedPass | None:
+        """What the T passes of eq. 10 share, computed once: eq. 5-6's input projection is
+        linear, ``W [u_i; e_i] = W_u u_i + W_e e_i``, and only e_i changes between passes.
+        Only where the BiGRU runs as a packed scan (training on CPU); ``None`` elsewhere."""
+        if not self.gru.scans(u):
+            return None
+        batch, width, du = u.shape
+        rows = packed_rows(n_utts, width)
+        u_rows = u.reshape(batch * width, du)[rows.fwd_pos]
+        return SharedPass(rows, batch, width, u_rows, self.gru.project_rows(u_rows, rows),
+                          self.gru.recurrent_weights())
+
+    def _forward_rows(self, p: Tensor | None, s: SharedPass) -> Tensor:
+        """:meth:`forward` on the packed rows of the real utterances; the padded slots of the
+        returned logits are zero.  Dropout draws the padded layout's mask (:func:`dropout_rows`)."""
+        rows, slots = s.rows, s.batch * s.width
+        gi, x = s.gi_u, s.u
+        if self.emotion_embedding is not None:
+            assert p is not None
+            e = self.emotion_embedding(p.reshape(slots, -1)[rows.fwd_pos])  # eq. 4
+            gi = gi + self.gru.project_rows(e, rows, start=x.size(-1), bias=False)
+            x = torch.cat([x, e], dim=-1)
+        fwd, bwd = self.gru.scan_projected(gi, rows, s.recurrent)
+        h = fwd + bwd + x  # eq. 7
+        logits = self.classifier(dropout_rows(h, self.dropout.p, self.training, slots, rows.fwd_pos))
+        out = logits.new_zeros(slots, logits.size(-1)).index_copy(0, rows.fwd_pos, logits)
+        return out.view(s.batch, s.width, -1)
 
     def forward_context_only(self, u: Tensor, p_context: Tensor, p_own: Tensor, n_utts: Tensor) -> Tensor:
         """Like :meth:`forward`, but position i reads ``p_context`` only at the *other*
@@ -119,6 +152,20 @@ class ECEncoder(nn.Module):
         bwd_next = F.pad(bwd, (0, 0, 0, 1))[:, 1:]
         h = gru_cell(x_own, fwd_prev, self.gru.fwd) + gru_cell(x_own, bwd_next, self.gru.bwd) + x_own
         return self.classifier(self.dropout(h))
+
+
+@dataclasses.dataclass
+class SharedPass:
+    """The P-independent part of an EC-Encoder pass (:meth:`ECEncoder.share`): the packed
+    rows of the real utterances, their u, the projection ``W_u u + b_ih`` of both GRU
+    directions, and the stacked recurrent weights."""
+
+    rows: PackedRows
+    batch: int
+    width: int
+    u: Tensor  # (total, du)
+    gi_u: Tensor  # (2, total, 3H)
+    recurrent: tuple[Tensor, Tensor]
 
 
 class IEIN(ConversationModel):
@@ -162,12 +209,13 @@ class IEIN(ConversationModel):
             steps.append(self.ec_encoder.forward_context_only(u, p_gold, p_own, n_utts))
         else:
             p = torch.softmax(steps[0], dim=-1)
+            shared = self.ec_encoder.share(u, n_utts)
             for _ in range(cfg.iterations):  # eq. 10, one shared EC-Encoder
                 p_in = p.detach() if cfg.detach_feedback else p
                 if self.training and cfg.feedback_dropout > 0:
                     drop = torch.rand(p.shape[:-1], device=p.device) < cfg.feedback_dropout
                     p_in = torch.where(drop.unsqueeze(-1), torch.full_like(p_in, 1.0 / cfg.n_labels), p_in)
-                logits = self.ec_encoder(u, p_in, n_utts)
+                logits = self.ec_encoder(u, p_in, n_utts, shared)
                 steps.append(logits)
                 p = torch.softmax(logits, dim=-1)
         return steps
