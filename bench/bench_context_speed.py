@@ -336,24 +336,14 @@ ENTRIES: dict[str, Entry] = {
 # -- timing
 
 
-def seconds_per_epoch(side: Side, inputs: list[Any], measured: int) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one epoch (extrapolated from ``measured`` batches).
-    CPU time is the steadier of the two on a shared machine; with several threads it adds
-    up the time of all of them."""
-    side.step(inputs[0])  # warm-up: allocator and first-call costs, not timed
-    wall, cpu = time.perf_counter(), time.process_time()
-    for x in inputs[:measured]:
-        side.step(x)
-    scale = len(inputs) / measured
-    return (time.perf_counter() - wall) * scale, (time.process_time() - cpu) * scale
-
-
 def interleaved_epochs(sides: dict[str, tuple[Side, list[Any]]], batches: int) -> dict[str, tuple[float, float]]:
     """One epoch of every side with their batches interleaved: each next timed batch goes to
     the side furthest behind in its own epoch, so that all sides meet the same fast and slow
     phases of a shared machine (alternating whole epochs lets a phase of tens of seconds
-    favour either side).  Wall-clock and CPU seconds per side (extrapolated from the first
-    ``batches`` of each side's epoch when ``batches`` > 0)."""
+    favour either side); with one side, simply its epoch.  Wall-clock and process CPU seconds
+    per side (extrapolated from the first ``batches`` of each side's epoch when ``batches`` >
+    0).  CPU time is the steadier of the two on a shared machine; with several threads it
+    adds up the time of all of them."""
     for side, inputs in sides.values():
         side.step(inputs[0])  # warm-up: allocator and first-call costs, not timed
     todo = {k: min(batches or len(inputs), len(inputs)) for k, (_, inputs) in sides.items()}
@@ -400,26 +390,27 @@ def bench_entry(name: str, entry: Entry, args: argparse.Namespace, log: Callable
         best_cpu: dict[str, float] = {}
         ratios: list[float] = []
         cpu_ratios: list[float] = []
-        per_rep: dict[str, list[tuple[float, float]]] = {}
-        for rep in range(args.repeats if args.interleave and len(sides) > 1 else 0):
-            times = interleaved_epochs(sides, args.batches)
-            for label, t in times.items():
-                per_rep.setdefault(label, []).append(t)
-            ratios.append(times["authors"][0] / times["ours"][0])
-            cpu_ratios.append(times["authors"][1] / times["ours"][1])
-            log(f"{name} threads={threads} repeat={rep} interleaved: authors {times['authors'][0]:.2f} s/epoch, "
-                f"ours {times['ours'][0]:.2f} s/epoch: {ratios[-1]:.2f}x")
-        for label, ts in per_rep.items():  # interleaved: medians over the repeats
-            best[label] = float(np.median([w for w, _ in ts]))
-            best_cpu[label] = float(np.median([c for _, c in ts]))
-        for rep in range(0 if ratios else args.repeats):
-            for label in ("authors", "ours"):  # theirs first, then ours, alternating
-                if label in sides:
-                    side, inputs = sides[label]
-                    secs, cpu = seconds_per_epoch(side, inputs, min(args.batches or len(inputs), len(inputs)))
-                    best[label] = min(best.get(label, float("inf")), secs)
-                    best_cpu[label] = min(best_cpu.get(label, float("inf")), cpu)
-                    log(f"{name} threads={threads} repeat={rep} {label}: {secs:.2f} s/epoch ({cpu:.2f} CPU s)")
+        if args.interleave and len(sides) > 1:  # both epochs at once; medians over the repeats
+            per_rep: dict[str, list[tuple[float, float]]] = {label: [] for label in sides}
+            for rep in range(args.repeats):
+                times = interleaved_epochs(sides, args.batches)
+                for label, t in times.items():
+                    per_rep[label].append(t)
+                ratios.append(times["authors"][0] / times["ours"][0])
+                cpu_ratios.append(times["authors"][1] / times["ours"][1])
+                log(f"{name} threads={threads} repeat={rep} interleaved: authors {times['authors'][0]:.2f} s/epoch, "
+                    f"ours {times['ours'][0]:.2f} s/epoch: {ratios[-1]:.2f}x")
+            for label, ts in per_rep.items():
+                best[label] = float(np.median([w for w, _ in ts]))
+                best_cpu[label] = float(np.median([c for _, c in ts]))
+        else:  # whole epochs alternated; the fastest of each side
+            for rep in range(args.repeats):
+                for label in ("authors", "ours"):  # theirs first, then ours
+                    if label in sides:
+                        secs, cpu = interleaved_epochs({label: sides[label]}, args.batches)[label]
+                        best[label] = min(best.get(label, float("inf")), secs)
+                        best_cpu[label] = min(best_cpu.get(label, float("inf")), cpu)
+                        log(f"{name} threads={threads} repeat={rep} {label}: {secs:.2f} s/epoch ({cpu:.2f} CPU s)")
         row = {"model": name, "threads": threads, "batches": len(raw), "ours_batches": len(sides["ours"][1]), "measured_batches": measured,
                "batch_size": entry.batch_size, "feature_dim": entry.feature_dim, "max_abs_diff": check,
                "ours_s_per_epoch": best["ours"], "authors_s_per_epoch": best.get("authors"),

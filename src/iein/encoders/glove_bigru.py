@@ -44,7 +44,7 @@ class GloveBiGRU(GloveEncoder):
             return super().forward(inputs)
         # Training on CPU: the same function on the real words only, never padded.  A MELD
         # batch has ~3.5x more word slots than words; embedding, dropout, BiGRU outputs and
-        # attention over the slots cost about a tenth of an epoch (docs/results.md).
+        # attention over the slots cost about 7% of an epoch (docs/results.md, issue 12 part 4).
         batch, width = tokens.shape
         rows = packed_rows(lengths, width)
         x = self.embedding(tokens.reshape(-1)[rows.fwd_pos])

@@ -123,13 +123,11 @@ class ECEncoder(nn.Module):
     def _forward_rows(self, p: Tensor | None, s: SharedPass) -> Tensor:
         """:meth:`forward` on the packed rows of the real utterances; the padded slots of the
         returned logits are zero.  Dropout draws the padded layout's mask (:func:`dropout_rows`)."""
-        rows, slots = s.rows, s.batch * s.width
-        gi, x = s.gi_u, s.u
-        if self.emotion_embedding is not None:
-            assert p is not None
-            e = self.emotion_embedding(p.reshape(slots, -1)[rows.fwd_pos])  # eq. 4
-            gi = gi + self.gru.project_rows(e, rows, start=x.size(-1), bias=False)
-            x = torch.cat([x, e], dim=-1)
+        rows, slots, du = s.rows, s.batch * s.width, s.u.size(-1)
+        x = self.inputs(s.u, None if p is None else p.reshape(slots, -1)[rows.fwd_pos])  # [u_i; e_i]
+        gi = s.gi_u
+        if x.size(-1) > du:  # + W_e e_i
+            gi = gi + self.gru.project_rows(x[:, du:], rows, start=du, bias=False)
         fwd, bwd = self.gru.scan_projected(gi, rows, s.recurrent)
         h = fwd + bwd + x  # eq. 7
         logits = self.classifier(dropout_rows(h, self.dropout.p, self.training, slots, rows.fwd_pos))
