@@ -443,3 +443,76 @@ def test_minilm_encodes_sentences(tmp_path: Path) -> None:
     assert v.shape == (3, 384)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2  # real weights: paraphrases are close
+
+
+# ------------------------------------------------------------------------------ target pooling
+
+
+def test_target_pooling_marks_exactly_the_target_tokens(tiny_bert: Path, tmp_path: Path) -> None:
+    feat, _ = build(tiny_bert, tmp_path, pooling="target", window_past=1, window_future=1, speaker_names=True)
+    items = feat.build_inputs([CONV])[0]
+    assert len(items) == len(CONV) and all(x.ndim == 2 and x.shape[0] == 2 for x in items)
+    for item, utt in zip(items, CONV.utterances):
+        picked = feat.tokenizer.convert_ids_to_tokens(item[0][item[1] == 1].tolist())
+        assert picked == feat.tokenizer.tokenize(f"{utt.speaker}: {utt.text}")  # the target, nothing else
+    # the same ids as mean pooling's input: only the mask row is added
+    plain, _ = build(tiny_bert, tmp_path, pooling="mean", window_past=1, window_future=1, speaker_names=True)
+    assert all(np.array_equal(a[0], b) for a, b in zip(items, plain.build_inputs([CONV])[0]))
+    assert feat.key() != plain.key()
+
+
+def test_target_pooling_reads_the_target_states_only(tiny_bert: Path, tmp_path: Path) -> None:
+    """The vector is the mean of the target's hidden states, which still attend to the context."""
+    from iein.encoders.transformer import load_base_model, pad_ids
+
+    feat, cfg = build(tiny_bert, tmp_path, pooling="target", window_past=2, window_future=1)
+    items = feat.build_inputs([CONV])[0]
+    enc = TransformerEncoder(cfg.replace(mode="finetune", save_full_weights=True), feat).eval()
+    with torch.no_grad():
+        got = enc(enc.collate(items))
+        base = load_base_model(tiny_bert)
+        for row, item in zip(got, items):
+            ids = torch.from_numpy(item[0])[None]
+            hidden = base(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
+            torch.testing.assert_close(row, hidden[torch.from_numpy(item[1]).bool()].mean(0), atol=1e-5, rtol=0)
+        # context reaches the target's states: without the window the same tokens give another vector
+        alone, _ = build(tiny_bert, tmp_path, pooling="target")
+        assert not torch.allclose(got[1], enc(enc.collate(alone.build_inputs([CONV])[0]))[1], atol=1e-4)
+    ids, mask, pooled = pad_ids(items, 0)
+    assert pooled.sum() < mask.sum() and bool((pooled <= mask).all())
+
+
+def test_length_grouped_batches_give_padded_batches_loss_and_gradients(tiny_bert: Path, tmp_path: Path) -> None:
+    """Padding is masked out: an utterance's loss and gradient do not depend on which
+    (longer or shorter) inputs share its batch, so length grouping changes no number."""
+    feat, cfg = build(tiny_bert, tmp_path, pooling="target", window_past=2, window_future=1)
+    items = feat.build_inputs([CONV])[0]
+    enc = TransformerEncoder(cfg.replace(mode="finetune", save_full_weights=True, dropout=0.0), feat).eval()
+    head = nn.Linear(16, 2)
+    y = torch.tensor([0, 1, 0, 1])
+
+    def loss_and_grads(groups: list[list[int]]) -> tuple[float, list[torch.Tensor]]:
+        enc.zero_grad()
+        head.zero_grad()
+        total = torch.zeros(())
+        for g in groups:
+            logits = head(enc(enc.collate([items[i] for i in g])))
+            total = total + nn.functional.cross_entropy(logits, y[g], reduction="sum")
+        (total / len(y)).backward()
+        return float(total), [p.grad.clone() for p in enc.parameters() if p.grad is not None]
+
+    padded = loss_and_grads([[0, 1, 2, 3]])  # one batch, padded to the longest
+    by_length = sorted(range(4), key=lambda i: items[i].shape[-1])
+    grouped = loss_and_grads([by_length[:2], by_length[2:]])  # two length groups
+    assert padded[0] == pytest.approx(grouped[0], abs=1e-5)
+    for a, b in zip(padded[1], grouped[1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_frozen_target_vectors_equal_the_modules(tiny_bert: Path, tmp_path: Path) -> None:
+    feat, cfg = build(tiny_bert, tmp_path, pooling="target", window_past=1, window_future=1)
+    vectors = np.stack(feat.featurize_many([CONV])[0])
+    enc = TransformerEncoder(cfg.replace(mode="finetune", save_full_weights=True), feat).eval()
+    with torch.no_grad():
+        out = enc.encode_many(feat.build_inputs([CONV])[0])
+    np.testing.assert_allclose(out.numpy(), vectors, atol=1e-5)

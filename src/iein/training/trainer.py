@@ -51,6 +51,7 @@ from ..models.base import ConversationModel
 from ..models.registry import build_model
 from ..utils import atomic_path, plural, set_seed
 from . import distributed
+from .batch_plan import epoch_order, lr_schedule, n_steps, utterance_items
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
 from .experiment import ExperimentConfig
@@ -269,7 +270,6 @@ def train(
     ctx = distributed.init(cfg.device)  # single process unless started by torchrun
     distributed.check_batch_size(cfg.batch_size, ctx)
     device = ctx.device
-    amp = device.type == "cuda"
     if not ctx.is_main:  # rank 0 logs and writes every file
         log, progress = (lambda _: None), False
     best_path, resume_path = side_files(out) if out is not None and ctx.is_main else (None, None)
@@ -283,7 +283,6 @@ def train(
         model = build_for(data, exp).to(device)
         distributed.seed_rank(cfg.seed, ctx)
         optim = build_optimizer(model, cfg)
-        params = [p for g in optim.param_groups for p in g["params"]]
         if cfg.class_weighting != "none" and not model.supports_class_weight:
             raise ConfigError(f"class_weighting {cfg.class_weighting!r}: model {exp.arch} has no per-utterance "
                               "loss to weight (use class_weighting=none)")
@@ -291,7 +290,13 @@ def train(
         weight = weight.to(device) if weight is not None else None
         rng = np.random.default_rng(cfg.seed)
         train_set, dev_set = data.splits["train"], data.splits["dev"]
-        n_batches = (len(train_set) + cfg.batch_size - 1) // cfg.batch_size
+        if cfg.batch_unit == "utterances":
+            if model.reads_context:
+                raise ConfigError(f"batch_unit 'utterances': model {exp.arch} reads the dialogue around each "
+                                  "utterance, so it trains on whole dialogues (batch_unit=dialogues)")
+            train_set = utterance_items(train_set)
+        n_batches = n_steps(len(train_set), cfg.batch_size)
+        sched = lr_schedule(optim, cfg, n_batches)
         collate = model.utterance_encoder.collate
 
         stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
@@ -308,6 +313,8 @@ def train(
             st = distributed.from_main(read_state, ctx)  # read on rank 0 (its node may be the only one with it)
             model.load_state_dict(st["model"])
             optim.load_state_dict(st["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(st["scheduler"])
             best_state = st["best_model"]
             history = json.loads(st["history"])
             stopper.best_score, stopper.best_epoch = float(st["best_score"]), int(st["best_epoch"])
@@ -323,29 +330,10 @@ def train(
                 break
             t0 = time.perf_counter()
             model.train()
-            sums: dict[str, float] = {"loss": 0.0}
-            order = rng.permutation(len(train_set))  # the same on every process
+            order = epoch_order(train_set, cfg, rng)  # the same on every process
             bar = tqdm(distributed.rank_batches(train_set, order, cfg.batch_size, collate, ctx), total=n_batches,
                        desc=f"epoch {epoch}", leave=False, disable=not progress)
-            for step, batch in enumerate(bar, start=1):
-                batch = batch.to(device)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    output = net(batch, class_weight=weight)
-                share = distributed.loss_share(batch, weight, ctx)  # 1.0 in a single process
-                if share is None:  # a (global) batch without any labelled utterance
-                    continue
-                optim.zero_grad(set_to_none=True)
-                distributed.ddp_loss(output.loss, share, params, ctx).backward()  # output.loss in a single process
-                if cfg.clip_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-                optim.step()
-                if output.loss is not None:  # each process adds its share of the global batch's mean
-                    sums["loss"] += float(output.loss.detach()) * share
-                    bar.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
-                for k, v in output.parts.items():
-                    sums[k] = sums.get(k, 0.0) + v * share
-                if pause_at == f"{epoch}.{step}":
-                    _pause(pause_at)
+            sums = _train_epoch(net, bar, optim, sched, weight, ctx, cfg.clip_norm, epoch, pause_at)
             train_seconds = time.perf_counter() - t0
             sums = distributed.all_sum(sums, ctx)  # each process added its share of the global means
             dev = None
@@ -373,7 +361,7 @@ def train(
             if out is not None:
                 rng_states = distributed.all_gather(_rng_state(rng, device), ctx)  # every process's dropout stream
                 if resume_path is not None:
-                    _save_resume(resume_path, identity, model, optim, best_state, history, stopper, rng_states)
+                    _save_resume(resume_path, identity, model, optim, sched, best_state, history, stopper, rng_states)
             if stopped:
                 log(f"early stop: no dev improvement for {plural(cfg.patience, 'epoch')} (best epoch {stopper.best_epoch})")
             if pause_at == f"{epoch}":
@@ -402,6 +390,40 @@ def train(
         torch.set_num_threads(prev_threads)
 
 
+def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler | None, weight: torch.Tensor | None,
+                 ctx: distributed.Context, clip_norm: float, epoch: int, pause_at: str | None) -> dict[str, float]:
+    """One pass over ``batches`` (a tqdm over this process's batches): the optimiser steps and
+    the sums of the loss and its parts, each weighted by this process's share of the batch.
+    ``pause_at`` is the test hook's point (:data:`PAUSE_ENV`)."""
+    device = ctx.device
+    amp = device.type == "cuda"
+    params = [p for g in optim.param_groups for p in g["params"]]
+    sums: dict[str, float] = {"loss": 0.0}
+    for step, batch in enumerate(batches, start=1):
+        batch = batch.to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            output = net(batch, class_weight=weight)
+        share = distributed.loss_share(batch, weight, ctx)  # 1.0 in a single process
+        if share is None:  # a (global) batch without any labelled utterance
+            continue
+        optim.zero_grad(set_to_none=True)
+        distributed.ddp_loss(output.loss, share, params, ctx).backward()  # output.loss in a single process
+        if clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        optim.step()
+        if sched is not None:
+            sched.step()
+        if output.loss is not None:  # each process adds its share of the global batch's mean
+            sums["loss"] += float(output.loss.detach()) * share
+            batches.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
+        for k, v in output.parts.items():
+            sums[k] = sums.get(k, 0.0) + v * share
+        if pause_at == f"{epoch}.{step}":
+            _pause(pause_at)
+    return sums
+
+
 def train_stage1(first: ExperimentConfig, data: Callable[[], PreparedData], path: Path, force: bool = False,
                  **train_kwargs: Any) -> TrainResult | None:
     """Stage 1 of a two-stage experiment (``ExperimentConfig.stage1()``) into ``path``, unless a
@@ -415,12 +437,14 @@ def train_stage1(first: ExperimentConfig, data: Callable[[], PreparedData], path
 
 
 def _save_resume(path: Path, identity: str, model: ConversationModel, optim: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler | None,
                  best_state: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
                  stopper: EarlyStopping, rng_states: list[dict[str, Any]]) -> None:
     state = {
         "format": RESUME_FORMAT, "identity": identity,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optim.state_dict(), "best_model": best_state,
+        "scheduler": sched.state_dict() if sched is not None else None,
         "history": json.dumps(history), "best_score": stopper.best_score, "best_epoch": stopper.best_epoch,
         "rng": rng_states,  # one per process (rank 0's first)
     }
