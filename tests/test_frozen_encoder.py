@@ -165,3 +165,18 @@ def test_minilm_preset_is_two_stage_lora(tmp_path, files, capsys):
     assert first.config.mode == "lora" and first.config.model == str(bert)
     enc = load_checkpoint(out).model.utterance_encoder
     assert enc.encoder_type == "frozen" and enc.config.inner_config["mode"] == "lora"
+
+
+def test_stage1_of_other_data_is_refused_before_training(tmp_path, files, capsys):
+    stage1 = tmp_path / "stage1.safetensors"
+    assert main(["train", *_common(files), "--arch", "cnn", "--encoder", "glove-cnn", *CNN_SMALL, "--epochs", "1",
+                 "--out", str(stage1)]) == 0
+    other = write_jsonl(tmp_path / "other-train.jsonl", _conversations(12, 7))
+    args = _common(files)
+    args[1] = str(other)
+    capsys.readouterr()
+    assert main(["train", *args, "--arch", "clstm", "--encoder-from", str(stage1),
+                 "--out", str(tmp_path / "s2.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "another 'custom' training split" in err[-1] and str(stage1) in err[-1]
+    assert not any(line.startswith("epoch") for line in err)

@@ -152,6 +152,12 @@ def test_config_validation() -> None:
         TransformerEncoderConfig(pooling="max")
     with pytest.raises(ConfigError, match="mode"):
         TransformerEncoderConfig(mode="adapter")
+    with pytest.raises(ConfigError, match="'window_past' must be a whole number >= 0, got -1"):
+        TransformerEncoderConfig(window_past=-1)
+    with pytest.raises(ConfigError, match="'window_future' = 500 can never be filled"):
+        TransformerEncoderConfig(window_future=500)
+    with pytest.raises(ConfigError, match="window_past"):
+        TransformerEncoderConfig(window_past=2.5)  # type: ignore[arg-type]
     cfg = TransformerEncoderConfig(mode="finetune", save_full_weights=True)
     assert cfg.learning_rate == 2e-5 and TransformerEncoderConfig(mode="lora").learning_rate == 1e-4
     assert TransformerEncoderConfig.from_dict(cfg.to_dict()) == cfg
@@ -499,7 +505,7 @@ def test_length_grouped_batches_give_padded_batches_loss_and_gradients(tiny_bert
             logits = head(enc(enc.collate([items[i] for i in g])))
             total = total + nn.functional.cross_entropy(logits, y[g], reduction="sum")
         (total / len(y)).backward()
-        return float(total), [p.grad.clone() for p in enc.parameters() if p.grad is not None]
+        return float(total.detach()), [p.grad.clone() for p in enc.parameters() if p.grad is not None]
 
     padded = loss_and_grads([[0, 1, 2, 3]])  # one batch, padded to the longest
     by_length = sorted(range(4), key=lambda i: items[i].shape[-1])

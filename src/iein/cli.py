@@ -75,10 +75,11 @@ def _default_out(corpus_name: str, args: argparse.Namespace, arch: str, seed: in
 def _train_stage1(stage1: Any, corpus: Any, args: argparse.Namespace, out: Path, note: Callable[[str], None]) -> Path:
     """Stage 1 of a two-stage preset, beside ``out``; an existing stage-1 file is reused
     (``--force`` retrains it)."""
-    from .training.trainer import prepare, train_stage1
+    from .training.trainer import check_stage1_data, prepare, train_stage1
 
     path = out.with_name(f"{out.name[: -len(out.suffix)] if out.suffix else out.name}.stage1.safetensors")
     if path.exists() and not args.force:
+        check_stage1_data(path, corpus)
         note(f"two-stage preset: reusing stage 1 {path} (--force retrains it)")
     else:
         note(f"two-stage preset: stage 1 trains {stage1.preset} ({stage1.arch} on {stage1.encoder}) into {path}")
@@ -118,6 +119,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .data.registry import carve_dev
 
         corpus = carve_dev(corpus, args.dev_fraction, exp.train.seed)
+    if args.encoder_from is not None:
+        from .training.trainer import check_stage1_data
+
+        check_stage1_data(args.encoder_from, corpus)
     out = Path(args.out) if args.out else _default_out(corpus.name, args, exp.arch, exp.train.seed)
     if out.exists() and not (args.force or args.resume):
         raise ConfigError(f"{out} exists (a finished run); pass --force to replace it when this run ends, "
@@ -149,6 +154,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_names(given: list[str] | None) -> list[str]:
+    """``--model`` given once or more (an ensemble); the shipped ``meld`` model by default."""
+    return list(given) if given else ["meld"]
+
+
+def single_model(given: list[str] | None, where: str) -> str:
+    names = model_names(given)
+    if len(names) > 1:
+        raise ConfigError(f"{where} labels with one model; ensembles (--model given {len(names)} times) run "
+                          "in this process (--backend local)")
+    return names[0]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.registry import load_corpus
 
@@ -162,14 +180,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .data.batching import encode_with
     from .data.generic import check_labels
-    from .evaluation.evaluate import evaluate_model
+    from .evaluation.ensemble import average_predictions, check_members
+    from .evaluation.evaluate import evaluate_model, predict_steps
     from .evaluation.metrics import format_report
     from .recognizer import resolve_model
     from .utils import atomic_write_json
 
-    loaded = load_checkpoint(resolve_model(args.model))
-    if args.device != "cpu":
-        loaded.model.to(args.device)
+    names = model_names(args.model)
+    members = [load_checkpoint(resolve_model(n)) for n in names]
+    check_members([m.labels for m in members], [m.meta for m in members], names)
+    loaded = members[0]
+    for member in members:
+        if args.device != "cpu":
+            member.model.to(args.device)
     labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else loaded.labels
     if args.dataset:
         corpus = load_corpus(args.dataset, args.data_dir)
@@ -178,19 +201,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split not in corpus.splits or not corpus.splits[args.split]:
         raise ConfigError(f"split {args.split!r} not available (have: {', '.join(k for k, v in corpus.splits.items() if v)})")
     convs = corpus.splits[args.split]
-    check_labels(convs, loaded.labels, f"{corpus.name}/{args.split} vs checkpoint {args.model}")
+    check_labels(convs, loaded.labels, f"{corpus.name}/{args.split} vs checkpoint {names[0]}")
     exclude_label = loaded.meta.get("train_config", {}).get("exclude_label")
     index = {name: i for i, name in enumerate(loaded.labels)}
-    data = [encode_with(c, f, index) for c, f in zip(convs, loaded.featurizer.featurize_many(convs))]
-    result = evaluate_model(loaded.model, data, loaded.labels, exclude=(exclude_label,) if exclude_label else ())
-    result["model"] = str(args.model)
+    member_preds = []
+    for member in members:
+        data = [encode_with(c, f, index) for c, f in zip(convs, member.featurizer.featurize_many(convs))]
+        member_preds.append(predict_steps(member.model, data))
+    preds = member_preds[0] if len(members) == 1 else average_predictions(member_preds)
+    result = evaluate_model(loaded.model, data, loaded.labels, exclude=(exclude_label,) if exclude_label else (),
+                            preds=preds)
+    if len(names) > 1:
+        result["ensemble"] = names
+    result["model"] = " + ".join(names)
     result["dataset"] = corpus.name
     result["split"] = args.split
     print(format_report(result, loaded.labels))
-    name = Path(args.model).name[: -len(".safetensors")] if str(args.model).endswith(".safetensors") else Path(args.model).name
+    first = names[0]
+    name = Path(first).name[: -len(".safetensors")] if first.endswith(".safetensors") else Path(first).name
+    name += f"+{len(names) - 1}-more" if len(names) > 1 else ""
     stem = corpus.name if args.dataset else Path(own[args.split]).stem
-    default_out = Path(args.model).with_name(f"{name}.eval-{stem}-{args.split}.json")
-    if not Path(args.model).is_file():  # a shipped model: never write into the installed package
+    default_out = Path(first).with_name(f"{name}.eval-{stem}-{args.split}.json")
+    if not Path(first).is_file():  # a shipped model: never write into the installed package
         default_out = Path("runs") / f"{name}.eval-{stem}-{args.split}.json"
     out = Path(args.json or default_out)
     atomic_write_json(out, result)
@@ -243,13 +275,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError("--trace prints conversations one at a time: use it without --backend ray")
         from .batch_predict import predict_on_ray
 
-        counts = predict_on_ray(args.input, args.out, args.model, fmt, args.input_format, args.batch_size,
+        counts = predict_on_ray(args.input, args.out, single_model(args.model, "--backend ray"), fmt,
+                                args.input_format, args.batch_size,
                                 args.threads or 1, args.concurrency, args.address, device=args.device,
                                 progress=progress)
         return _predict_summary(args, *counts)
     if args.address is not None or args.concurrency is not None:
         raise ConfigError("--address and --concurrency are Ray's: use them with --backend ray")
-    rec = Recognizer.load(args.model, device=args.device)
+    rec = Recognizer.load(model_names(args.model), device=args.device)
     convs = iter_conversations(args.input, args.input_format, max_utterance_chars=MAX_UTTERANCE_CHARS,
                                max_utterances=MAX_UTTERANCES)
     stdout_is_tty = sys.stdout.isatty()
@@ -366,7 +399,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     given = dict(max_body_bytes=args.max_body_bytes, max_utterances=args.max_utterances,
                  max_utterance_chars=args.max_utterance_chars)
     limits = Limits(**{k: v for k, v in given.items() if v is not None})
-    serve(args.model, host=args.host, port=args.port, limits=limits, threads=args.threads,
+    serve(model_names(args.model), host=args.host, port=args.port, limits=limits, threads=args.threads,
           access_log=args.access_log, device=args.device)
     return 0
 
@@ -436,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split or one of your files")
-    p.add_argument("--model", required=True, help="checkpoint (.safetensors) or shipped model name (meld)")
+    p.add_argument("--model", action="append", required=True,
+                   help="checkpoint (.safetensors) or shipped model name (meld); repeat it to score the ensemble "
+                        "of several (probabilities averaged)")
     _add_data_args(p)
     p.add_argument("--split", default="test", choices=["train", "dev", "test"],
                    help="which split (or which of your --train/--dev/--test files) to score")
@@ -448,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label your own conversations (JSONL/CSV in, JSONL/CSV out, --trace table)")
     p.add_argument("input", nargs="?", default="-", metavar="INPUT",
                    help="conversations in the generic JSONL or CSV layout (see README); - or nothing for stdin")
-    p.add_argument("--model", default="meld", help="checkpoint (.safetensors) or shipped model name (default: meld)")
+    p.add_argument("--model", action="append", help="checkpoint (.safetensors) or shipped model name (default: "
+                   "meld); repeat it for the ensemble of several (probabilities averaged)")
     p.add_argument("--format", choices=["jsonl", "csv"],
                    help="output format (default: csv if --out ends in .csv, else jsonl)")
     p.add_argument("--input-format", choices=["jsonl", "json", "csv"],
@@ -492,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("serve", help="HTTP service and web page (POST /predict, GET /, /docs); needs iein[serve]")
-    p.add_argument("--model", default="meld", help="checkpoint (.safetensors) or shipped model name (default: meld)")
+    p.add_argument("--model", action="append", help="checkpoint (.safetensors) or shipped model name (default: "
+                   "meld); repeat it for the ensemble of several (probabilities averaged)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -46,6 +46,7 @@ from .data.conversation import Conversation
 from .data.generic import MAX_UTTERANCES, conversation_from_obj
 from .errors import CheckpointError, DataError, IeinError
 from .data.batching import EncodedConversation, encode_with
+from .evaluation.ensemble import average, check_members, ensemble_steps
 from .evaluation.evaluate import infer
 from .models.base import ConversationModel
 from .utils import plural
@@ -167,35 +168,55 @@ class ConversationPrediction:
 # --- the recognizer ---------------------------------------------------------------------
 
 class Recognizer:
-    """A loaded checkpoint ready to label new conversations (eval mode, on ``device``)."""
+    """A loaded checkpoint ready to label new conversations (eval mode, on ``device``).
 
-    def __init__(self, loaded: LoadedModel, source: str = "<memory>", path: Path | None = None,
-                 device: str = "cpu") -> None:
-        if loaded.model.is_oracle:
-            raise CheckpointError(
-                f"{source}: this is a gold_label ablation model, an oracle that reads the gold "
-                "labels of the context; it cannot label new conversations (use an 'iein' model)"
-            )
-        self._loaded = loaded
-        self._model: ConversationModel = loaded.model.eval()
+    Given several checkpoints it is their ensemble (:mod:`iein.evaluation.ensemble`): each
+    member featurizes and labels the conversation, the class probabilities are averaged;
+    :attr:`model`, :attr:`card` and :attr:`path` are then those of the first member and
+    :attr:`members` lists every member's source."""
+
+    def __init__(self, loaded: LoadedModel | Sequence[LoadedModel], source: str | Sequence[str] = "<memory>",
+                 path: Path | None = None, device: str = "cpu") -> None:
+        members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
+        sources = [source] if isinstance(source, str) else list(source)
+        if not members or len(sources) != len(members):
+            raise IeinError("a Recognizer needs at least one model, and one source name per model")
+        check_members([m.labels for m in members], [m.meta for m in members], sources)
+        for member, src in zip(members, sources):
+            if member.model.is_oracle:
+                raise CheckpointError(
+                    f"{src}: this is a gold_label ablation model, an oracle that reads the gold "
+                    "labels of the context; it cannot label new conversations (use an 'iein' model)"
+                )
+            member.model.eval()
         if device != "cpu":
             import torch
 
             if torch.device(device).type == "cuda" and not torch.cuda.is_available():
                 raise IeinError(f"device {device!r}: CUDA is not available on this machine")
-            self._model.to(device)
+            for member in members:
+                member.model.to(device)
+        self._members = members
+        self._loaded = members[0]
+        self._model: ConversationModel = members[0].model
+        self.members = tuple(sources)
+        source = " + ".join(sources)
         self.device = device
-        self._labels = tuple(loaded.labels)
+        self._labels = tuple(members[0].labels)
         self._label_set = frozenset(self._labels)
         self._index = {name: i for i, name in enumerate(self._labels)}
         self.source = source
         self.path = path
 
     @classmethod
-    def load(cls, path_or_name: str | os.PathLike[str], device: str = "cpu") -> "Recognizer":
-        """Load a checkpoint file or a shipped model by name (e.g. ``"meld"``)."""
-        path = resolve_model(path_or_name)
-        return cls(load_checkpoint(path), source=os.fspath(path_or_name), path=path, device=device)
+    def load(cls, path_or_name: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+             device: str = "cpu") -> "Recognizer":
+        """Load a checkpoint file or a shipped model by name (e.g. ``"meld"``); a list of
+        them loads their ensemble."""
+        names = [path_or_name] if isinstance(path_or_name, (str, os.PathLike)) else list(path_or_name)
+        paths = [resolve_model(n) for n in names]
+        return cls([load_checkpoint(p) for p in paths], source=[os.fspath(n) for n in names], path=paths[0],
+                   device=device)
 
     # -- description
 
@@ -206,8 +227,9 @@ class Recognizer:
 
     @property
     def steps(self) -> int:
-        """Number of steps reported per utterance (P^0 ... P^T)."""
-        return self._model.n_steps
+        """Number of steps reported per utterance (P^0 ... P^T; an ensemble's, see
+        :func:`iein.evaluation.ensemble.ensemble_steps`)."""
+        return ensemble_steps([m.model.n_steps for m in self._members])
 
     @property
     def model(self) -> ConversationModel:
@@ -219,6 +241,8 @@ class Recognizer:
         vocabulary; a model card ``<name>.card.json`` beside the checkpoint is added under
         ``"model_card"``."""
         card = {k: v for k, v in self._loaded.meta.items() if k not in ("vocab", "featurizer")}
+        if len(self._members) > 1:
+            card["ensemble"] = list(self.members)
         if self._loaded.vocab is not None:
             card["vocab_size"] = len(self._loaded.vocab)
         if self.path is not None:
@@ -311,20 +335,28 @@ class Recognizer:
         if convs:
             yield from self._infer(self._encode(convs), convs)
 
-    def _encode(self, convs: Sequence[Conversation]) -> list[EncodedConversation]:
-        """Features of a batch of conversations at once (a transformer encodes their
-        utterances in shared, length-sorted batches); gold labels are not model inputs
+    def _encode(self, convs: Sequence[Conversation]) -> list[list[EncodedConversation]]:
+        """Each member's features of a batch of conversations at once (a transformer encodes
+        their utterances in shared, length-sorted batches); gold labels are not model inputs
         (checked above, kept on the Conversation)."""
-        feats = self._loaded.featurizer.featurize_batch(convs)
-        return [encode_with(conv, f, None) for conv, f in zip(convs, feats)]
+        out = []
+        for member in self._members:
+            feats = member.featurizer.featurize_batch(convs)
+            out.append([encode_with(conv, f, None) for conv, f in zip(convs, feats)])
+        return out
 
-    def _infer(self, items: Sequence[EncodedConversation], convs: Sequence[Conversation]) -> list[ConversationPrediction]:
-        self._model.eval()
-        probs, ids = infer(self._model, items)  # (B, S, N, L), (B, S, N)
-        return [
-            ConversationPrediction(conv, probs[row, :, : len(conv)], self._labels, ids[row, :, : len(conv)])
-            for row, conv in enumerate(convs)
-        ]
+    def _infer(self, items: Sequence[Sequence[EncodedConversation]],
+               convs: Sequence[Conversation]) -> list[ConversationPrediction]:
+        outputs = []
+        for member, member_items in zip(self._members, items):
+            member.model.eval()
+            outputs.append(infer(member.model, member_items))  # (B, S, N, L), (B, S, N)
+        if len(outputs) == 1:
+            probs, ids = outputs[0]
+            return [ConversationPrediction(conv, probs[row, :, : len(conv)], self._labels, ids[row, :, : len(conv)])
+                    for row, conv in enumerate(convs)]
+        return [ConversationPrediction(conv, average([p[row, :, : len(conv)] for p, _ in outputs]), self._labels)
+                for row, conv in enumerate(convs)]
 
 
 # --- output formats (used by ``iein predict``) ---------------------------------------------

@@ -312,8 +312,13 @@ class TransformerEncoderConfig(EncoderConfig):
             raise bad("model", "must name 'minilm', 'mpnet' or a local Hugging Face folder")
         if self.max_tokens < 8:
             raise bad("max_tokens", "must be >= 8")
-        if self.window_past < 0 or self.window_future < 0:
-            raise bad("window_past/window_future", "must be >= 0")
+        for name in ("window_past", "window_future"):
+            size = getattr(self, name)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise bad(name, f"must be a whole number >= 0, got {size!r}")
+            if size > self.max_tokens:  # each context utterance takes at least one token
+                raise bad(name, f"= {size} can never be filled: the whole input holds max_tokens = "
+                                f"{self.max_tokens} tokens")
         if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             raise bad("lora_r/lora_alpha/lora_dropout", "must be >= 1, > 0 and in [0, 1)")
         if self.encoder_lr is not None and not self.encoder_lr > 0:

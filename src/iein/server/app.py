@@ -29,7 +29,7 @@ import sys
 import threading
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -539,7 +539,7 @@ def _docs_page(spec: dict[str, Any]) -> str:
 
 
 def serve(
-    model: str = "meld",
+    model: str | Sequence[str] = "meld",
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: Limits | None = None,

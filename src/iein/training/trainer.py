@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from ..data.batching import EncodedConversation, encode_with
 from ..data.conversation import Conversation, Corpus
 from ..encoders.base import Featurizer
@@ -120,6 +120,20 @@ def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "g
         dict(featurizer.provenance), {name: fingerprint(convs) for name, convs in corpus.splits.items()},
         {k: list(v) for k, v in corpus.notes.items()},
     )
+
+
+def check_stage1_data(path: str | Path, corpus: Corpus) -> None:
+    """A stage-1 file must have been trained on this corpus's training split: its encoder on
+    another corpus (or on a split that holds this dev or test) would make stage 2's
+    selection and test score meaningless.  One line, before any training."""
+    meta = read_metadata(path)
+    dataset, trained_on = meta.get("dataset"), (meta.get("data_checksums") or {}).get("train")
+    if dataset != corpus.name:
+        raise ConfigError(f"{path}: this stage-1 model was trained on {dataset!r}, this run's data is "
+                          f"{corpus.name!r}; train stage 1 on the same data (or pass --force to retrain it)")
+    if trained_on != fingerprint(corpus["train"]):
+        raise ConfigError(f"{path}: this stage-1 model was trained on another {corpus.name!r} training split "
+                          "(its checksum differs); train stage 1 on this run's data (or pass --force to retrain it)")
 
 
 def _stage1_encoder(path: Path) -> Any:
@@ -476,5 +490,5 @@ def _checkpoint_meta(data: PreparedData, exp: ExperimentConfig, extra: dict[str,
     }
 
 
-__all__ = ["PreparedData", "TrainResult", "prepare", "train", "class_weights", "fingerprint", "build_for",
+__all__ = ["PreparedData", "TrainResult", "prepare", "train", "check_stage1_data", "class_weights", "fingerprint", "build_for",
            "build_optimizer", "side_files"]
