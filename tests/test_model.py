@@ -514,3 +514,22 @@ def test_encode_many_chunks_equal_one_batch():
         enc.chunk_tokens = 4
         got = enc.encode_many(utts)
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+
+
+def test_utterance_projection_sets_the_context_width_and_keeps_padding_out():
+    torch.manual_seed(0)
+    model = tiny_model(utterance_proj=4).eval()
+    assert model.ec_encoder.gru.fwd.hidden_size == 4 + 3  # eq. 7 width: projection + emotion_dim
+    batch = tiny_batch()
+    ref = steps_of(model, batch)
+    # the second dialogue alone (no padded slot) gives the same outputs as inside the batch
+    tokens, wl = batch.inputs
+    alone = Batch((tokens[3:], wl[3:]), batch.n_utts[1:], batch.speakers[1:, :2], batch.labels[1:, :2], [0])
+    for a, b in zip(ref, steps_of(model, alone)):
+        torch.testing.assert_close(a[1, :2], b[0], atol=1e-6, rtol=0)
+    # trains: the projection gets gradients
+    model.train()
+    model(batch).loss.backward()
+    assert model.project is not None and model.project.weight.grad is not None
+    with pytest.raises(ConfigError, match="utterance_proj"):
+        tiny_cfg(utterance_proj=-1)

@@ -19,7 +19,8 @@ from iein.evaluation.metrics import evaluate_steps, format_mean_std, mean_std
 from iein.models.registry import get_model_class
 from iein.reproduce.plan import (FALLBACK_MINUTES, QUICK_RUN_MINUTES, RunSpec, build_plan, estimate, parse_key)
 from iein.reproduce.report import (AHEAD_RULE, PAPER_TABLE2_BASELINES, PAPER_TABLE2_MELD, ahead_by_std, load_runs,
-                                   render_report)
+                                   render_report, stopped_by_cap)
+from iein.training.early_stopping import cap_of, cut_by_cap
 from iein.reproduce.runner import _same_config, append_record, encode_dialogues, read_records
 from iein.training.config import BASELINES
 
@@ -426,7 +427,10 @@ def test_quick_baselines_end_to_end(shared_data: Path, tmp_path: Path, capsys: p
         vals = [r["test"]["final"]["weighted_f1"] for r in R.baseline("meld", arch)]
         assert len(vals) == 2
     cnn = [r["test"]["final"]["weighted_f1"] for r in R.baseline("meld", "cnn")]
-    assert _row(md, "CNN, ours (`glove-cnn`, 2 seeds)")[-1] == format_mean_std(cnn)
+    # --quick trains one epoch: the cap ends every run, and the report says so
+    assert _row(md, "CNN, ours (`glove-cnn`, 2 seeds, 2 stopped by cap)")[-1] == format_mean_std(cnn)
+    assert "stopped by the epoch cap while dev was still improving" in md
+    assert all(r["stopped_by"] == "cap" for r in R.baseline("meld", "cnn"))
     # a second invocation finds everything done (the keys and settings match)
     assert main(["reproduce", "--quick", "--dataset", "meld", "--only", "baselines", "--workers", "0",
                  "--out", str(out), "--data-root", str(shared_data), "--estimate-only"]) == 0
@@ -435,3 +439,27 @@ def test_quick_baselines_end_to_end(shared_data: Path, tmp_path: Path, capsys: p
     assert main(["reproduce", "--quick", "--dataset", "meld", "--only", "baselines", "--workers", "0",
                  "--out", str(out), "--data-root", str(shared_data)]) == 0
     assert "10 already in" in capsys.readouterr().err
+
+
+def test_cap_flag_on_fixture_histories():
+    assert cut_by_cap(epochs_run=30, best_epoch=28, max_epochs=30, patience=6)  # still improving at the cap
+    assert not cut_by_cap(epochs_run=30, best_epoch=24, max_epochs=30, patience=6)  # the rule fires at 30 too
+    assert not cut_by_cap(epochs_run=12, best_epoch=6, max_epochs=30, patience=6)  # the rule stopped it
+    run = {"epochs_run": 9, "best_epoch": 9, "train_config": {"max_epochs": 9, "patience": 6}}
+    assert cap_of(run) and stopped_by_cap(run)
+    assert not stopped_by_cap({**run, "stopped_by": "max_epochs"})  # a recorded flag wins
+
+
+def test_report_warns_about_capped_runs_only_when_present(baseline_dir: Path):
+    md = render_report(baseline_dir).read_text()
+    assert "stopped by cap" not in md and "stopped by the epoch cap" not in md
+    path = baseline_dir / "runs.jsonl"
+    lines = path.read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    for rec in recs:  # two CNN seeds ran to a cap of 9 epochs with their best at epoch 8
+        if rec.get("key", "").startswith("meld/meld-cnn/cnn/seed") and not rec["key"].endswith("seed2"):
+            rec.update(best_epoch=8, train_config={**rec["train_config"], "max_epochs": 9})
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    md = render_report(baseline_dir).read_text()
+    assert _row(md, "CNN, ours")[0].endswith("3 seeds, 2 stopped by cap)")
+    assert "**Warning: 2 runs of this table were stopped by the epoch cap" in md

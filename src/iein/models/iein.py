@@ -52,6 +52,11 @@ class IEINConfig(ModelConfig):
     #: it stops the EC-Encoder from trusting fed-back labels blindly, since on the training
     #: set they are far more accurate than they will be on unseen dialogues.
     feedback_dropout: float = 0.0
+    #: Width of a learned linear map of the utterance vectors before eq. 9-10 (0: none, u as
+    #: the encoder gives it).  Not in the paper: eq. 7 ties the EC-Encoder's GRU size to
+    #: u's width plus ``emotion_dim``, 416 for MiniLM's 384-d vectors against the paper's 232,
+    #: and a GRU's cost grows with the square of its size.
+    utterance_proj: int = 0
 
     def __post_init__(self) -> None:
         if self.variant not in ("iein", "no_label", "gold_label"):
@@ -64,6 +69,8 @@ class IEINConfig(ModelConfig):
             raise ConfigError("model config field 'n_labels': need at least 2 labels")
         if self.lam < 0:
             raise ConfigError("model config field 'lam' must be >= 0")
+        if self.utterance_proj < 0:
+            raise ConfigError("model config field 'utterance_proj' must be >= 0 (0: no projection)")
 
     @property
     def steps(self) -> int:
@@ -177,6 +184,8 @@ class IEIN(ConversationModel):
     def __init__(self, cfg: IEINConfig, encoder: UtteranceEncoder) -> None:
         super().__init__(cfg, encoder)
         du = encoder.output_dim
+        self.project = nn.Linear(du, cfg.utterance_proj) if cfg.utterance_proj else None
+        du = cfg.utterance_proj or du
         self.initial_classifier = nn.Linear(du, cfg.n_labels)  # eq. 9
         self.ec_encoder = ECEncoder(cfg, du, use_emotion=cfg.variant != "no_label")
 
@@ -195,6 +204,9 @@ class IEIN(ConversationModel):
 
     def iterate(self, u: Tensor, n_utts: Tensor, gold: Tensor | None = None) -> list[Tensor]:
         cfg = self.config
+        if self.project is not None:  # padded slots stay zero, as the encoder leaves them
+            real = torch.arange(u.size(1), device=u.device)[None, :] < n_utts[:, None].to(u.device)
+            u = self.project(u) * real.unsqueeze(-1).to(u.dtype)
         steps = [self.initial_classifier(u)]  # eq. 9 (softmax taken below / in the loss)
         if cfg.variant == "no_label":
             steps.append(self.ec_encoder(u, None, n_utts))

@@ -29,6 +29,7 @@ import numpy as np
 from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
 from ..utils import atomic_write_text, plural
 from ..training.config import BASELINES
+from ..training.early_stopping import cap_of
 from .plan import DEFAULT_SEEDS_BASELINES, FIGURE3_ITERATIONS, TABLE3_ITERATIONS, parse_key
 from .runner import decode_dialogues, read_records, runs_path, upgrade_record
 
@@ -469,7 +470,8 @@ def section_main(R: Runs, dataset: str) -> str:
         rows.append(paper_row("IEIN", paper))
     if runs:
         ours = class_scores(runs, [lab for _, lab in cols])
-        rows.append([f"IEIN, ours (T={R.main_t[dataset]}, {plural(len(runs), 'seed')})", *[ms_text(v) for v in ours]])
+        rows.append([f"IEIN, ours (T={R.main_t[dataset]}, {plural(len(runs), 'seed')}{cap_text(runs)})",
+                     *[ms_text(v) for v in ours]])
         if paper:
             rows.append(gap_row("ours − paper", ours, paper))
     for arch, b_runs in base_runs.items():
@@ -478,8 +480,8 @@ def section_main(R: Runs, dataset: str) -> str:
             rows.append(paper_row(name, paper_base[arch]))
         if b_runs:
             ours_b = class_scores(b_runs, [lab for _, lab in cols])
-            rows.append([f"{name}, ours ({R.encoder_text(dataset, arch)}, {plural(len(b_runs), 'seed')})",
-                         *[ms_text(v) for v in ours_b]])
+            rows.append([f"{name}, ours ({R.encoder_text(dataset, arch)}, {plural(len(b_runs), 'seed')}"
+                         f"{cap_text(b_runs)})", *[ms_text(v) for v in ours_b]])
             if arch in paper_base:
                 rows.append(gap_row(f"{name}: ours − paper", ours_b, paper_base[arch]))
     if runs:
@@ -500,6 +502,12 @@ def section_main(R: Runs, dataset: str) -> str:
         note += (" Baselines: the paper's rows (section 3.2); none run here yet "
                  "(`iein reproduce --only baselines`).")
     text = f"{title}\n\n{md_table(header, rows)}\n\n{note}\n"
+    capped = [r for r in [*runs, *(r for b in base_runs.values() for r in b)] if stopped_by_cap(r)]
+    if capped:
+        text += (f"\n**Warning: {plural(len(capped), 'run')} of this table {'was' if len(capped) == 1 else 'were'} "
+                 "stopped by the epoch cap while dev was still improving** (best epoch inside the last patience "
+                 "window before `max_epochs`): their rows compare a model that was cut off with ones that stopped "
+                 "on dev.\n")
     if runs and done:
         iein = [final_wf1(r) for r in runs]
         crow = []
@@ -519,6 +527,20 @@ def section_main(R: Runs, dataset: str) -> str:
                              "IEIN − baseline, paper", "IEIN ahead by > seed std?"], crow, "lrrrrrl")
                  + f"\n\n{AHEAD_RULE}\n")
     return text
+
+
+def stopped_by_cap(run: dict[str, Any]) -> bool:
+    """Whether the epoch cap cut the run off while dev was still improving (recorded by runs
+    since issue 21 as ``stopped_by``; computed from the stored history for older ones)."""
+    if "stopped_by" in run:
+        return run["stopped_by"] == "cap"
+    return cap_of(run)
+
+
+def cap_text(runs: Sequence[dict[str, Any]]) -> str:
+    """``", 3 stopped by cap"`` for a table row, or nothing."""
+    n = sum(stopped_by_cap(r) for r in runs)
+    return f", {n} stopped by cap" if n else ""
 
 
 def iein_encoder_note(R: Runs, datasets: Sequence[str] | None = None) -> str:

@@ -391,7 +391,7 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
         "arch": exp.arch, "encoder": exp.encoder, "encoder_config": exp.encoder_config,
         "model_config": model_cfg, "train_config": cfg.to_dict(),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
-        "dev": result.dev, "test": test,
+        "stopped_by": result.stopped_by, "dev": result.dev, "test": test,
         "test_predictions": {"dialogues": [c.id for c in test_set], "steps": step_strings},
         "embeddings": data.provenance, "coverage": data.coverage, "data_checksums": data.data_checksums,
         "versions": {"iein": __version__, "torch": torch.__version__, "numpy": np.__version__},
@@ -401,12 +401,18 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Training settings added after stage-1 file names were first hashed (issue 20): left out of
+#: the hash at their defaults, so the names of the stage-1 files already trained stay valid.
+ADDED_TRAIN_DEFAULTS: dict[str, Any] = {"batch_unit": "dialogues", "schedule": "constant", "warmup": 0.0}
+
+
 def stage1_path(spec: RunSpec, first: Any, folder: Path) -> Path:
     """Where a run's stage-1 model lives: the name holds a hash of the stage-1 experiment (its
     speed-only settings aside), so runs share it exactly when they would train the same one."""
-    ident = hashlib.sha256(json.dumps([spec.dataset, first.to_dict() | {"train": {
-        k: v for k, v in first.train.to_dict().items() if k not in ("threads", "device")}}, spec.quick],
-        sort_keys=True).encode()).hexdigest()[:12]
+    train = {k: v for k, v in first.train.to_dict().items()
+             if k not in ("threads", "device") and not (k in ADDED_TRAIN_DEFAULTS and v == ADDED_TRAIN_DEFAULTS[k])}
+    ident = hashlib.sha256(json.dumps([spec.dataset, first.to_dict() | {"train": train}, spec.quick],
+                                      sort_keys=True).encode()).hexdigest()[:12]
     return folder / f"{spec.dataset}-{first.preset}-seed{first.train.seed}-{ident}.safetensors"
 
 
@@ -427,7 +433,7 @@ def _stage1(spec: RunSpec, exp: Any, opts: dict[str, Any]) -> dict[str, Any] | N
     res = train_stage1(first, lambda: _prepared(spec.dataset, first.encoder, first.encoder_config), path,
                        progress=False, log=lambda _msg: None, evaluate_test=False)
     if res is not None:
-        info.update(best_epoch=res.best_epoch, epochs_run=res.epochs_run,
+        info.update(best_epoch=res.best_epoch, epochs_run=res.epochs_run, stopped_by=res.stopped_by,
                     dev_score=res.history[res.best_epoch - 1].get("dev_score"))
     info["wall_seconds"] = round(time.perf_counter() - t0, 3)
     return info

@@ -42,3 +42,20 @@ def replay(scores: Sequence[float], patience: int, min_epochs: int = 0) -> tuple
         if rule.should_stop(epoch):
             break
     return rule.best_epoch, last
+
+
+def cut_by_cap(epochs_run: int, best_epoch: int, max_epochs: int, patience: int) -> bool:
+    """True when the epoch cap, not this rule, ended a run that was still improving on dev:
+    it ran all ``max_epochs`` epochs and its best epoch lies inside the last ``patience`` of
+    them (at the cap the rule had not yet fired).  Such a run's selected model is whatever
+    the cap left, so a comparison with runs that stopped on dev says nothing (issue 21)."""
+    return epochs_run >= max_epochs and max_epochs - best_epoch < patience
+
+
+def cap_of(run: dict[str, Any]) -> bool:
+    """:func:`cut_by_cap` of a recorded run (``runs.jsonl``: ``epochs_run``, ``best_epoch``
+    and its ``train_config``)."""
+    cfg = run.get("train_config") or {}
+    if not cfg.get("max_epochs") or not cfg.get("patience"):  # not recorded: nothing to say
+        return False
+    return cut_by_cap(int(run["epochs_run"]), int(run["best_epoch"]), int(cfg["max_epochs"]), int(cfg["patience"]))

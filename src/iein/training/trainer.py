@@ -53,7 +53,7 @@ from ..utils import atomic_path, plural, set_seed
 from . import distributed
 from .batch_plan import epoch_order, lr_schedule, n_steps, utterance_items
 from .config import TrainConfig
-from .early_stopping import EarlyStopping
+from .early_stopping import EarlyStopping, cut_by_cap
 from .experiment import ExperimentConfig
 
 Log = Callable[[str], None]
@@ -164,6 +164,10 @@ class TrainResult:
     seconds_per_epoch: float
     checkpoint: str | None
     model: ConversationModel = field(repr=False)
+    #: ``patience`` (the early-stopping rule ended it), ``cap`` (``max_epochs`` ended it while
+    #: its best dev epoch was inside the last patience window: still improving) or
+    #: ``max_epochs`` (it ran to the cap, but the rule would have stopped it there too)
+    stopped_by: str = "patience"
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
@@ -397,9 +401,14 @@ def train(
                         side.unlink()  # type: ignore[union-attr]
         dev, test = distributed.broadcast((dev, test), ctx)
         seconds = [h["seconds"] for h in history]
+        stopped_by = ("patience" if stopped else "cap" if cut_by_cap(len(history), stopper.best_epoch, cfg.max_epochs,
+                                                                    cfg.patience) else "max_epochs")
+        if stopped_by == "cap":
+            log(f"warning: stopped by the epoch cap (max_epochs {cfg.max_epochs}) while dev was still improving "
+                f"(best epoch {stopper.best_epoch}); a larger max_epochs may give a better model")
         return TrainResult(stopper.best_epoch, len(history), history, dev, test,
                            float(np.mean(seconds)) if seconds else 0.0,
-                           str(out) if out is not None else None, model)
+                           str(out) if out is not None else None, model, stopped_by)
     finally:
         torch.set_num_threads(prev_threads)
 
