@@ -92,13 +92,14 @@ def main() -> None:
 
     # backward split: forward+backward of the utterance encoder alone, same batches
     t_utt = 0.0
-    for b in batches:
+    trains_encoder = any(p.requires_grad for p in model.utterance_encoder.parameters())
+    for b in batches if trains_encoder else ():  # a frozen encoder (cached vectors) has no backward
         t0 = time.perf_counter()
         u = model.utterance_encoder(b.inputs)
         optim.zero_grad(set_to_none=True)
         u.sum().backward()
         t_utt += time.perf_counter() - t0
-    utt_backward = max(0.0, t_utt - parts["utterance encoder forward"])
+    utt_backward = max(0.0, t_utt - parts["utterance encoder forward"]) if trains_encoder else 0.0
 
     model.eval()
     t0 = time.perf_counter()

@@ -351,7 +351,8 @@ def train(
             order = epoch_order(train_set, cfg, rng)  # the same on every process
             bar = tqdm(distributed.rank_batches(train_set, order, cfg.batch_size, collate, ctx), total=n_batches,
                        desc=f"epoch {epoch}", leave=False, disable=not progress)
-            sums = _train_epoch(net, bar, optim, sched, weight, ctx, cfg.clip_norm, epoch, pause_at)
+            sums = _train_epoch(net, bar, optim, sched, weight, ctx, cfg.clip_norm, epoch, pause_at,
+                                note=None if progress else log)
             train_seconds = time.perf_counter() - t0
             sums = distributed.all_sum(sums, ctx)  # each process added its share of the global means
             dev = None
@@ -415,11 +416,15 @@ def train(
 
 def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LRScheduler | None, weight: torch.Tensor | None,
-                 ctx: distributed.Context, clip_norm: float, epoch: int, pause_at: str | None) -> dict[str, float]:
+                 ctx: distributed.Context, clip_norm: float, epoch: int, pause_at: str | None,
+                 note: Log | None = None) -> dict[str, float]:
     """One pass over ``batches`` (a tqdm over this process's batches): the optimiser steps and
     the sums of the loss and its parts, each weighted by this process's share of the batch.
-    ``pause_at`` is the test hook's point (:data:`PAUSE_ENV`)."""
+    ``pause_at`` is the test hook's point (:data:`PAUSE_ENV`).  ``note``: where a log file
+    (no progress bar) gets a line every :data:`PROGRESS_EVERY_S` seconds, since a transformer
+    epoch can take a quarter of an hour."""
     device = ctx.device
+    t0 = last_note = time.perf_counter()
     amp = device.type == "cuda"
     params = [p for g in optim.param_groups for p in g["params"]]
     sums: dict[str, float] = {"loss": 0.0}
@@ -442,6 +447,10 @@ def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimize
             batches.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
         for k, v in output.parts.items():
             sums[k] = sums.get(k, 0.0) + v * share
+        if note is not None and time.perf_counter() - last_note >= PROGRESS_EVERY_S:
+            last_note = time.perf_counter()
+            note(f"  in epoch {epoch}: {step}/{batches.total} steps in {last_note - t0:.0f}s, "
+                 f"mean loss {sums['loss'] / step:.4f} so far")
         if pause_at == f"{epoch}.{step}":
             _pause(pause_at)
     return sums
@@ -474,6 +483,9 @@ def _save_resume(path: Path, identity: str, model: ConversationModel, optim: tor
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
+
+#: Seconds between progress lines of an epoch in a log (see :func:`_train_epoch`).
+PROGRESS_EVERY_S = 300.0
 
 #: Test hook (``tests/test_resume.py``): ``IEIN_TEST_PAUSE_AT=E`` makes training stop and
 #: sleep once epoch E's resume state is written, ``E.B`` right after the B-th optimiser step
