@@ -93,3 +93,26 @@ def test_two_stage_recipe_through_the_cli(tmp_path, capsys):
     assert main(["export-encoder", "--model", str(stage1), str(exported)]) == 2
     err = capsys.readouterr().err
     assert "nothing to export" in err and "exists" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["meld", "iemocap"])
+def test_context_window_presets_run_end_to_end(tmp_path, dataset):
+    """The ``<dataset>-minilm-ctx-stage1`` preset (windowed input, target pooling, batches of
+    utterances, warm-up + decay), then IEIN on its frozen vectors, on a tiny BERT."""
+    bert = make_tiny_bert(tmp_path / "bert")
+    corpus = _corpus()
+    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", corpus[s]) for s in ("train", "dev", "test")}
+    common = ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
+              "--threads", "1", "--epochs", "2"]
+    stage1 = tmp_path / "stage1.safetensors"
+    assert main(["train", *common, "--preset", f"{dataset}-minilm-ctx-stage1", "--set", f"encoder.model={bert}",
+                 "--set", "encoder.max_tokens=64", "--out", str(stage1)]) == 0
+    enc = Recognizer.load(stage1).model.utterance_encoder
+    assert (enc.config.pooling, enc.config.speaker_names, enc.config.window_past) == ("target", True,
+                                                                                     {"meld": 3, "iemocap": 4}[dataset])
+    stage2 = tmp_path / "stage2.safetensors"
+    assert main(["train", *common, "--preset", dataset, "--encoder-from", str(stage1), "--out", str(stage2)]) == 0
+    rec = Recognizer.load(stage2)
+    got = rec.predict([(u.speaker, u.text) for u in corpus["test"][0].utterances])
+    assert len(got) == 4 and rec.model.model_type == "iein"
