@@ -273,3 +273,21 @@ def test_round_trip_meld(tmp_path: Path, meld_corpus: Corpus, suffix: str) -> No
     write_conversations(convs, stream, fmt=suffix[1:])
     stream.seek(0)
     assert read_conversations(stream, fmt=suffix[1:]) == convs
+
+
+@pytest.mark.parametrize("command", ["predict", "train", "evaluate"])
+def test_lone_surrogate_is_one_line_in_every_command(tmp_path, capsys, command):
+    from iein.cli import main
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "d1", "utterances": [{"speaker": "Ann", "text": "hi \\ud800", "label": "joy"}, '
+                    '{"speaker": "Bob", "text": "ok", "label": "neutral"}]}\n', encoding="utf-8")
+    argv = {"predict": ["predict", str(path)],
+            "train": ["train", "--train", str(path), "--dev", str(path), "--epochs", "1",
+                      "--out", str(tmp_path / "m.safetensors")],
+            "evaluate": ["evaluate", "--model", "meld", "--test", str(path)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {path}:1 utterance 0 field 'text': not valid Unicode text (a lone surrogate " \
+                      "'\\ud800' at character 3)"
+    assert not any("Traceback" in line for line in err)

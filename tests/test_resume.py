@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from iein.cli import main
 from iein.errors import CheckpointError
-from iein.training.trainer import PAUSE_ENV, RESUME_FORMAT, load_resume_state, side_files
+from iein.training.trainer import PAUSE_ENV, RESUME_FORMAT, load_resume_state, read_resume_state, side_files
 
 #: Tiny IEIN, 5 batches an epoch, dropout on (so the RNG states must be restored too).
 TRAIN_ARGS = ["--set", "encoder.hidden=8", "--set", "emotion_dim=4", "--set", "batch_size=8", "--set", "lr=0.01",
@@ -80,7 +80,7 @@ def epochs_logged(lines: list[str]) -> list[int]:
 
 def finished_epochs(out: Path) -> int:
     """Epochs recorded in ``out``'s resume state (read as the trainer reads it)."""
-    state = torch.load(side_files(out)[1], map_location="cpu", weights_only=True)
+    state = read_resume_state(side_files(out)[1])
     return len(json.loads(state["history"]))
 
 

@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .evaluation.metrics import format_report
     from .training.distributed import env_rank
     from .training.experiment import parse_overrides, resolve_experiment
-    from .training.trainer import prepare, side_files, train
+    from .training.trainer import check_resume_state, prepare, side_files, train
     from .utils import atomic_write_json
 
     # Under torchrun every process runs this command; rank 0 alone prints and writes files.
@@ -127,6 +127,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.exists() and not (args.force or args.resume):
         raise ConfigError(f"{out} exists (a finished run); pass --force to replace it when this run ends, "
                           "or --out another path")
+    check_resume_state(out, args.resume, args.force)
+    if args.force and not args.resume and side_files(out)[1].is_file() and main_rank:
+        side_files(out)[1].unlink()
+        note(f"--force: removed the killed run's state {side_files(out)[1]}; training starts over")
     note(f"preset {exp.preset} ({exp.arch} on {exp.encoder}): {exp.description}")
     if not args.dataset and not args.preset:
         note("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "

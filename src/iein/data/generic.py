@@ -45,6 +45,11 @@ def _type_name(value: Any) -> str:
 def _string(value: Any, where: str, field: str) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where} field {field!r}: must be a string, got {_type_name(value)}")
+    try:  # JSON may carry "\ud800": a lone surrogate, which no tokenizer or UTF-8 writer accepts
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{where} field {field!r}: not valid Unicode text (a lone surrogate "
+                        f"{value[exc.start]!r} at character {exc.start})") from None
     return value
 
 
@@ -392,3 +397,26 @@ def check_labels(conversations: Iterable[Conversation], labels: Sequence[str], s
                     f"{source}: conversation {conv.id!r} utterance {i}: unknown label "
                     f"{u.label!r} (known: {', '.join(labels)})"
                 )
+
+
+def check_label_spellings(conversations: Sequence[Conversation], labels: Sequence[str], source: str) -> None:
+    """Raise a DataError when two labels differ only in case or surrounding spaces (``Joy``
+    and ``joy``): trained as they are, they would split one class in two without a word.
+    The message names both spellings and the first utterance of each."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        key = label.strip().casefold()
+        if key in seen:
+            first, second = seen[key], label
+            where = {lab: _first_use(conversations, lab) for lab in (first, second)}
+            raise DataError(f"{source}: labels {first!r} ({where[first]}) and {second!r} ({where[second]}) differ "
+                            "only in case or spaces; spell each class one way (or give --labels)")
+        seen[key] = label
+
+
+def _first_use(conversations: Sequence[Conversation], label: str) -> str:
+    for conv in conversations:
+        for i, u in enumerate(conv.utterances):
+            if u.label == label:
+                return f"first in conversation {conv.id!r} utterance {i}"
+    return "given in --labels"

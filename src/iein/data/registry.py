@@ -15,7 +15,7 @@ from ..errors import DataError
 from . import dailydialog, iemocap, meld
 from ._io import empty_notes
 from .conversation import Conversation, Corpus, infer_labels
-from .generic import check_labels, read_conversations
+from .generic import check_label_spellings, check_labels, read_conversations
 
 DATASETS: tuple[str, ...] = ("meld", "iemocap", "dailydialog")
 ENV_DATA_DIR = "IEIN_DATA_DIR"
@@ -140,6 +140,7 @@ def _user_corpus(
     valid = all(isinstance(x, str) and x for x in labels)
     if not labels or not valid or len(set(labels)) != len(labels):
         raise DataError(f"{name}: labels must be distinct non-empty strings, got {labels!r}")
+    check_label_spellings(splits["train"], labels, str(files["train"] or name))
     for split, path in files.items():
         if path is not None:
             check_labels(splits[split], labels, str(path))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import random
@@ -49,7 +50,7 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.evaluate import evaluate_model, selection_metric
 from ..models.base import ConversationModel
 from ..models.registry import build_model
-from ..utils import atomic_path, plural, set_seed
+from ..utils import atomic_path, plural, remove_stale_temporaries, set_seed
 from . import distributed
 from .batch_plan import epoch_order, lr_schedule, n_steps, utterance_items
 from .config import TrainConfig
@@ -241,25 +242,73 @@ def _set_rng_state(states: list[dict[str, Any]], rng: np.random.Generator, seed:
     np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), *g[2:]))
 
 
-#: Version of the resume-state layout (2: one RNG state per process).
-RESUME_FORMAT = "iein-resume/2"
+#: Version of the resume-state layout (2: one RNG state per process; 3: the state's bytes
+#: inside a checksummed envelope).
+RESUME_FORMAT = "iein-resume/3"
+#: Read for states written before the envelope (not verifiable: train() says so).
+UNCHECKED_RESUME_FORMAT = "iein-resume/2"
+START_OVER = "remove it (or rerun without --resume, with --force) to start over"
+
+
+def _torch_load(source: Any) -> Any:
+    """``torch.load`` of plain tensors and containers only; torch's own warnings (e.g. about
+    a pickle it refuses) are not shown, since the caller turns any failure into one line."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(source, map_location="cpu", weights_only=True)
 
 
 def load_resume_state(path: Path, identity: str) -> dict[str, Any]:
-    """A resume state, checked against this run's identity; errors are one line."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise CheckpointError(f"{path}: unreadable resume state (corrupted or truncated?): "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else None
-        raise CheckpointError(f"{path}: not an iein resume state" + (f" of this version ({found}, this iein "
-                              f"reads {RESUME_FORMAT}); remove it to start over" if found else ""))
+    """A resume state (:func:`read_resume_state`) whose identity is this run's; errors are
+    one line."""
+    state = read_resume_state(path)
     if state.get("identity") != identity:
         raise CheckpointError(f"{path}: resume state is from a different configuration, data or iein "
                               "version; remove it (or drop --resume) to start over")
     return state
+
+
+def read_resume_state(path: Path) -> dict[str, Any]:
+    """A resume state, its checksum verified; errors are one line.  The envelope
+    ``{format, sha256, payload}`` holds the state's own ``torch.save`` bytes, so a flipped
+    bit anywhere in the weights, the optimiser, the RNG states or the history is caught
+    before any of it is used."""
+    try:
+        outer = _torch_load(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
+        raise CheckpointError(f"{path}: unreadable resume state (corrupted or truncated?): "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; {START_OVER}") from None
+    found = outer.get("format") if isinstance(outer, dict) else None
+    if found == RESUME_FORMAT:
+        payload = outer.get("payload")
+        if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8 or payload.dim() != 1:
+            raise CheckpointError(f"{path}: corrupted resume state (no payload); {START_OVER}")
+        data = payload.numpy().tobytes()
+        if hashlib.sha256(data).hexdigest() != outer.get("sha256"):
+            raise CheckpointError(f"{path}: resume state checksum mismatch (the file is corrupted); {START_OVER}")
+        try:
+            state = _torch_load(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{path}: unreadable resume state: {exc}; {START_OVER}") from None
+    elif found == UNCHECKED_RESUME_FORMAT:
+        state = dict(outer, unverified=True)
+    else:
+        raise CheckpointError(f"{path}: not an iein resume state" + (f" of this version ({found}, this iein "
+                              f"reads {RESUME_FORMAT}); remove it to start over" if found else ""))
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: corrupted resume state (not a mapping); {START_OVER}")
+    return state
+
+
+def check_resume_state(out: str | Path, resume: bool, force: bool) -> None:
+    """A run writing to ``out`` whose resume state exists (a killed run) must say what to do
+    with it: continue (``resume``) or start over (``force``, which discards it)."""
+    state = side_files(out)[1]
+    if state.is_file() and not resume and not force:
+        raise ConfigError(f"{state} holds the state of a killed run: pass --resume to continue it, or --force "
+                          "to start over (the state is then discarded)")
 
 
 def train(
@@ -291,6 +340,9 @@ def train(
     if not ctx.is_main:  # rank 0 logs and writes every file
         log, progress = (lambda _: None), False
     best_path, resume_path = side_files(out) if out is not None and ctx.is_main else (None, None)
+    for side in (best_path, resume_path):
+        if side is not None:  # temporaries of a write that a kill interrupted
+            remove_stale_temporaries(side.parent, side.name)
     identity = run_identity(data, exp)
     pause_at = os.environ.get(PAUSE_ENV)
 
@@ -329,6 +381,8 @@ def train(
                 return load_resume_state(side_files(out)[1], identity)
 
             st = distributed.from_main(read_state, ctx)  # read on rank 0 (its node may be the only one with it)
+            if st.get("unverified"):
+                log(f"note: {side_files(out)[1]} was written before resume states were checksummed: not verified")
             model.load_state_dict(st["model"])
             optim.load_state_dict(st["optimizer"])
             if sched is not None:
@@ -400,6 +454,7 @@ def train(
                 for side in (best_path, resume_path):
                     with contextlib.suppress(FileNotFoundError):
                         side.unlink()  # type: ignore[union-attr]
+                    remove_stale_temporaries(side.parent, side.name)  # type: ignore[union-attr]
         dev, test = distributed.broadcast((dev, test), ctx)
         seconds = [h["seconds"] for h in history]
         stopped_by = ("patience" if stopped else "cap" if cut_by_cap(len(history), stopper.best_epoch, cfg.max_epochs,
@@ -480,8 +535,13 @@ def _save_resume(path: Path, identity: str, model: ConversationModel, optim: tor
         "history": json.dumps(history), "best_score": stopper.best_score, "best_epoch": stopper.best_epoch,
         "rng": rng_states,  # one per process (rank 0's first)
     }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    envelope = {"format": RESUME_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
+                "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(envelope, tmp)
 
 
 #: Seconds between progress lines of an epoch in a log (see :func:`_train_epoch`).
@@ -511,5 +571,5 @@ def _checkpoint_meta(data: PreparedData, exp: ExperimentConfig, extra: dict[str,
     }
 
 
-__all__ = ["PreparedData", "TrainResult", "prepare", "train", "check_stage1_data", "class_weights", "fingerprint", "build_for",
+__all__ = ["PreparedData", "TrainResult", "prepare", "train", "check_stage1_data", "check_resume_state", "class_weights", "fingerprint", "build_for",
            "build_optimizer", "side_files"]
