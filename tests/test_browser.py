@@ -101,7 +101,13 @@ def test_page_shows_the_models_labels_for_every_step(browser, base_url: str, rec
     try:
         page.goto(base_url + "/", wait_until="networkidle")
         assert page.input_value("#conversation").splitlines() == [f"{s}: {t}" for s, t in EXAMPLE]
-        sync_api.expect(page.locator("#model-info")).to_contain_text("meld")
+        sync_api.expect(page.locator("#model-info")).to_contain_text("Model: ")
+        card = recognizer.card
+        name = str(recognizer.source).replace("\\", "/").rsplit("/", 1)[-1]
+        header = page.locator("#model-info").text_content()
+        assert header.startswith(f"Model: {name} (trained on {card['dataset']}) · {len(recognizer.labels)} labels"), header
+        split = "test" if (card.get("test") or {}).get("final") else "dev"
+        assert header.endswith(f"{split} weighted F1 {card[split]['final']['weighted_f1']:.1f}"), header
         page.click("#run")
         page.wait_for_selector("body[data-state=done]", timeout=20_000)
         rows = page.evaluate(_READ_TABLE)

@@ -95,8 +95,8 @@ def test_jsonl_limits(tmp_path: Path) -> None:
 
 
 def test_default_limits(tmp_path: Path) -> None:
-    long = write(tmp_path / "long.jsonl", jsonl({"utterances": [["A", "x" * 20_001]]}))
-    assert "limit of 20000" in error(long)
+    long = write(tmp_path / "long.jsonl", jsonl({"utterances": [["A", "x" * 1_000_001]]}))
+    assert "limit of 1000000" in error(long)
     many = write(tmp_path / "many.jsonl", jsonl({"utterances": [["A", "x"]] * 10_001}))
     assert "limit of 10000" in error(many)
 

@@ -18,7 +18,7 @@ of ``(speaker, text)`` pairs, a :class:`~iein.data.conversation.Conversation`, o
 ``steps`` holds the label of every iteration step P^0 ... P^T (the paper's Table 5);
 ``label`` and ``probs`` are those of the last step, the model's prediction.
 
-Limits for prediction (differ from the training readers on purpose):
+Limits for prediction (the readers' own, the same in training):
 
 * an utterance may be up to :data:`MAX_UTTERANCE_CHARS` (1,000,000) characters; the
   encoder reads only its first :data:`~iein.data.batching.MAX_WORDS` tokens, exactly
@@ -43,7 +43,7 @@ import numpy as np
 
 from .checkpoint import LoadedModel, load_checkpoint
 from .data.conversation import Conversation
-from .data.generic import MAX_UTTERANCES, conversation_from_obj
+from .data.generic import MAX_UTTERANCE_CHARS, MAX_UTTERANCES, conversation_from_obj
 from .errors import CheckpointError, DataError, IeinError
 from .data.batching import EncodedConversation, encode_with
 from .evaluation.ensemble import average, check_members, ensemble_steps
@@ -69,9 +69,6 @@ __all__ = [
     "add_notes",
 ]
 
-#: Longest utterance accepted for prediction, in characters; only the first MAX_WORDS
-#: tokens are used.  Larger than the training reader's limit on purpose (see module doc).
-MAX_UTTERANCE_CHARS = 1_000_000
 #: Cap on the total utterances of one inference batch (a longer conversation is its own batch).
 MAX_BATCH_UTTERANCES = 2048
 _PACKAGE = "iein.pretrained"

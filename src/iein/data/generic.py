@@ -28,8 +28,11 @@ from ..errors import DataError
 from .conversation import Conversation, Utterance
 from ._io import Source, iter_csv_records, read_lines, source_name
 
-#: Longest accepted utterance, in characters (guards memory and the model's input size).
-MAX_UTTERANCE_CHARS = 20_000
+#: Longest accepted utterance, in characters, in every command (train, evaluate, predict):
+#: one limit, so a file that predicts also trains.  Encoders read only the first tokens (128
+#: words, or the transformer's ``max_tokens``), so a long text costs reading, not model memory.
+#: The HTTP service has its own, lower default (``iein serve --max-utterance-chars``).
+MAX_UTTERANCE_CHARS = 1_000_000
 #: Longest accepted conversation, in utterances.
 MAX_UTTERANCES = 10_000
 FORMATS: tuple[str, ...] = ("jsonl", "json", "csv")

@@ -162,12 +162,16 @@
       const m = await response.json();
       const card = m.card || {};
       const parts = [];
-      parts.push("Model: " + (card.dataset || m.source || "loaded"));
+      // the name the service was started with (a shipped name or the file's name), then the
+      // data it was trained on: two shipped models are both trained on "meld"
+      const name = (m.source || "loaded").split(/[\\/]/).pop();
+      parts.push("Model: " + name + (card.dataset ? " (trained on " + card.dataset + ")" : ""));
       parts.push(m.labels.length + " labels (" + m.labels.join(", ") + ")");
       if (m.steps) parts.push(m.steps + " steps (T = " + (m.steps - 1) + ")");
       const score = (split) => card[split] && card[split].final && card[split].final.weighted_f1;
-      if (typeof score("test") === "number") parts.push("test weighted F1 " + (100 * score("test")).toFixed(1));
-      else if (typeof score("dev") === "number") parts.push("dev weighted F1 " + (100 * score("dev")).toFixed(1));
+      // scores are stored in percent already
+      if (typeof score("test") === "number") parts.push("test weighted F1 " + score("test").toFixed(1));
+      else if (typeof score("dev") === "number") parts.push("dev weighted F1 " + score("dev").toFixed(1));
       info.textContent = parts.join(" · ");
     } catch (err) {
       info.textContent = "Model card unavailable (" + err.message + ")";
