@@ -342,3 +342,33 @@ def test_download_into_a_file_is_one_error_line(tmp_path: Path, refused: str, ca
     assert rc == 2
     assert one_error_line(err).startswith(f"error: {blocker}: cannot create the folder")
     assert blocker.read_text() == "a file, not a folder"
+
+
+def test_messages_point_the_right_way(tmp_path, capsys):
+    """A folder as input, a gzip file, a pickled resume state: each one line that says what it is."""
+    import gzip
+    import pickle
+
+    from iein.cli import main
+
+    folder = tmp_path / "convs"
+    folder.mkdir()
+    assert main(["predict", str(folder)]) == 2
+    assert "a folder, not a file" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["train", "--train", str(folder), "--dev", str(folder)]) == 2
+    assert "--train " + str(folder) + ": a folder, not a file" in capsys.readouterr().err.strip().splitlines()[-1]
+    packed = tmp_path / "dialogues.jsonl"
+    packed.write_bytes(gzip.compress(b'{"utterances": [["A", "hi"]]}\n'))
+    assert main(["predict", str(packed)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {packed}: a gzip file, not text: decompress it first"
+    from iein.training.trainer import read_resume_state
+
+    state = tmp_path / "run.resume.pt"
+    state.write_bytes(pickle.dumps(Path("x")))  # a pickle torch refuses to load without code
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torch warning may come first
+        with pytest.raises(Exception, match="unreadable resume state") as info:
+            read_resume_state(state)
+    assert "\n" not in str(info.value)

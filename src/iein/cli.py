@@ -61,6 +61,8 @@ def _check_train_args(args: argparse.Namespace) -> None:
         if args.dev and args.dev_fraction is not None:
             raise ConfigError("give --dev or --dev-fraction, not both")
         for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
+            if path is not None and path != "-" and Path(path).is_dir():
+                raise ConfigError(f"{flag} {path}: a folder, not a file (give the .jsonl, .json or .csv file)")
             if path is not None and path != "-" and not Path(path).is_file():
                 raise ConfigError(f"{flag} {path}: file not found")
 
@@ -262,6 +264,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     if args.input not in (None, "-") and not Path(args.input).exists():
         raise ConfigError(f"{args.input}: input file not found")
+    if args.input not in (None, "-") and Path(args.input).is_dir() and args.backend != "ray":
+        raise ConfigError(f"{args.input}: a folder, not a file: give one .jsonl/.json/.csv file, or label every "
+                          "file of the folder with --backend ray")
 
     from tqdm.auto import tqdm
 

@@ -44,6 +44,12 @@ def open_source(src: Source) -> Iterator[IO[bytes] | IO[str]]:
         yield src
 
 
+#: Leading bytes of compressed files, which are not text (named rather than decoded).
+COMPRESSED_KINDS = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz",
+                    b"\x28\xb5\x2f\xfd": "zstd"}
+COMPRESSED = tuple(COMPRESSED_KINDS)
+
+
 def decode_lines(raw_lines: Iterable[bytes | str], name: str) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text)`` with line endings kept, decoding bytes as strict UTF-8.
 
@@ -56,6 +62,9 @@ def decode_lines(raw_lines: Iterable[bytes | str], name: str) -> Iterator[tuple[
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
+                if lineno == 1 and raw.startswith(COMPRESSED):
+                    kind = next(k for magic, k in COMPRESSED_KINDS.items() if raw.startswith(magic))
+                    raise DataError(f"{name}: a {kind} file, not text: decompress it first") from None
                 bad = raw[e.start]
                 hint = " (looks like Windows-1252)" if 0x80 <= bad <= 0x9F else ""
                 raise DataError(
