@@ -372,3 +372,26 @@ def test_messages_point_the_right_way(tmp_path, capsys):
         with pytest.raises(Exception, match="unreadable resume state") as info:
             read_resume_state(state)
     assert "\n" not in str(info.value)
+
+
+def test_round_trips_keep_what_each_column_means(tiny_meld_checkpoint, shared_data, tmp_path, capsys):
+    """predict's CSV read back takes ``gold`` as the gold label; evaluate refuses --labels that
+    are not the model's; the same file as --train and --dev is warned about."""
+    from iein.cli import main
+    from iein.data.generic import read_conversations
+    from iein.data.registry import load_corpus
+    from tests.conftest import write_jsonl
+
+    convs = load_corpus("meld", shared_data / "meld")["test"][:2]
+    given = write_jsonl(tmp_path / "in.jsonl", convs)
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--model", str(tiny_meld_checkpoint), str(given), "--out", str(out)]) == 0
+    back = read_conversations(out)
+    assert [u.label for c in back for u in c.utterances] == [u.label for c in convs for u in c.utterances]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tiny_meld_checkpoint), "--test", str(given), "--labels",
+                 "joy,neutral,surprise,fear,sadness,disgust,anger"]) == 2
+    assert "the model's labels are" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["train", "--train", str(given), "--dev", str(given), "--epochs", "1", "--threads", "1",
+                 "--set", "encoder.hidden=4", "--set", "emotion_dim=2", "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert "warning: --dev is the --train file" in capsys.readouterr().err

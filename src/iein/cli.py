@@ -60,6 +60,13 @@ def _check_train_args(args: argparse.Namespace) -> None:
                               "train dialogues (seeded)".replace("%%", "%"))
         if args.dev and args.dev_fraction is not None:
             raise ConfigError("give --dev or --dev-fraction, not both")
+        given = {flag: Path(p).resolve() for flag, p in (("--dev", args.dev), ("--test", args.test))
+                 if p not in (None, "-") and args.train not in (None, "-") and Path(p).is_file()}
+        for flag, path in given.items():
+            if Path(args.train).is_file() and path == Path(args.train).resolve():
+                print(f"warning: {flag} is the --train file: its scores are on training data "
+                      + ("(and the best epoch is chosen on it)" if flag == "--dev" else "(not a test)"),
+                      file=sys.stderr)
         for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
             if path is not None and path != "-" and Path(path).is_dir():
                 raise ConfigError(f"{flag} {path}: a folder, not a file (give the .jsonl, .json or .csv file)")
@@ -200,6 +207,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.device != "cpu":
             member.model.to(args.device)
     labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else loaded.labels
+    if labels != tuple(loaded.labels):
+        raise ConfigError(f"--labels {args.labels}: the model's labels are {', '.join(loaded.labels)} (in this "
+                          "order), fixed by training; drop --labels or give exactly these")
     if args.dataset:
         corpus = load_corpus(args.dataset, args.data_dir)
     else:

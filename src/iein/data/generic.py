@@ -39,6 +39,9 @@ FORMATS: tuple[str, ...] = ("jsonl", "json", "csv")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 CSV_COLUMNS: tuple[str, ...] = ("dialogue_id", "speaker", "text")
 CSV_LABEL_COLUMN = "label"
+#: ``iein predict``'s CSV output has ``label`` (the prediction) and ``gold`` (the input's own
+#: label): read back as input, such a file's gold labels are in ``gold``, never ``label``.
+CSV_GOLD_COLUMN = "gold"
 
 
 def _type_name(value: Any) -> str:
@@ -293,7 +296,7 @@ def _iter_csv(lines: Lines, name: str, limits: _Limits) -> Iterator[Conversation
                 f"{where}: dialogue {dialogue!r} has more than the limit of "
                 f"{plural(limits.max_utterances, 'utterance')}"
             )
-        label = rec.get(CSV_LABEL_COLUMN, "").strip() or None
+        label = rec.get(CSV_GOLD_COLUMN if CSV_GOLD_COLUMN in rec else CSV_LABEL_COLUMN, "").strip() or None
         utterances.append(make_utterance(rec["speaker"], rec["text"], label, where,
                                          max_utterance_chars=limits.max_utterance_chars))
     if current is not None:
