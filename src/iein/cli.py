@@ -280,7 +280,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .data._io import source_name
+    from .data.generic import source_name
     from .data.generic import MAX_UTTERANCES, iter_conversations
     from .recognizer import (MAX_UTTERANCE_CHARS, Recognizer, csv_header, csv_rows, format_trace,
                              jsonl_record)
@@ -349,7 +349,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_summary(args: argparse.Namespace, n_convs: int, n_utts: int, n_empty: int) -> int:
     """The closing lines of ``iein predict`` on stderr, whichever backend labelled."""
-    from .data._io import source_name
+    from .data.generic import source_name
     from .utils import plural
 
     if n_convs == 0:

@@ -94,17 +94,18 @@ class Batch:
 
     def to(self, device: torch.device | str) -> "Batch":
         """The batch on ``device`` (inputs may be a tensor, a tuple/dict of tensors, or None)."""
-        return replace(self, inputs=_to(self.inputs, device), n_utts=self.n_utts.to(device),
+        return replace(self, inputs=to_device(self.inputs, device), n_utts=self.n_utts.to(device),
                        speakers=self.speakers.to(device), labels=self.labels.to(device))
 
 
-def _to(obj: Any, device: torch.device | str) -> Any:
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """``obj`` on ``device``: a tensor, or a dict/tuple/list of them (encoders' collated input)."""
     if isinstance(obj, Tensor):
         return obj.to(device, non_blocking=True)
     if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
+        return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
-        return type(obj)(_to(v, device) for v in obj)
+        return type(obj)(to_device(v, device) for v in obj)
     return obj
 
 

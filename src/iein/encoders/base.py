@@ -136,9 +136,9 @@ class UtteranceEncoder(nn.Module):
 
     def encode_many(self, features: Sequence[Any]) -> Tensor:
         """Inference over any number of utterances in bounded chunks; ``(n, output_dim)``."""
-        from ..data.batching import _to
+        from ..data.batching import to_device
 
-        parts = [self(_to(self.collate(features[s: s + self.chunk_utterances]), self.device))
+        parts = [self(to_device(self.collate(features[s: s + self.chunk_utterances]), self.device))
                  for s in range(0, len(features), self.chunk_utterances)]
         return torch.cat(parts) if parts else torch.zeros(0, self.output_dim, device=self.device)
 

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data.batching import _to
+from ..data.batching import to_device
 from ..data.conversation import Conversation
 from ..errors import CheckpointError, ConfigError
 from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
@@ -758,7 +758,7 @@ class TransformerEncoder(UtteranceEncoder):
         out = torch.empty(len(features), self.output_dim, device=device)
         for s in range(0, len(order), self.config.batch_size):
             idx = order[s: s + self.config.batch_size]
-            out[torch.from_numpy(idx).to(device)] = self(_to(self.collate([features[i] for i in idx]), device))
+            out[torch.from_numpy(idx).to(device)] = self(to_device(self.collate([features[i] for i in idx]), device))
         return out
 
     def param_groups(self, weight_decay: float, embedding_weight_decay: float) -> list[dict[str, Any]]:
