@@ -137,3 +137,37 @@ def test_killed_stage1_fine_tune_resumes_bit_identically(tmp_path: Path) -> None
     summary, ref_summary = (json.loads(p.with_suffix(".json").read_text()) for p in (out, ref))
     assert [h["loss"] for h in summary["history"]] == [h["loss"] for h in ref_summary["history"]]
     assert summary["test"] == ref_summary["test"]
+
+
+@pytest.mark.slow  # a fresh interpreter, two stages twice
+def test_two_stage_preset_killed_in_stage1_resumes_both_stages(tmp_path: Path, capsys) -> None:
+    """``--preset iemocap-minilm-ctx`` killed after stage 1's first epoch: a plain rerun is refused,
+    ``--resume`` continues stage 1 and then trains stage 2, ending as the uninterrupted run."""
+    from iein.cli import main
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", _corpus()[s]) for s in ("train", "dev", "test")}
+    args = ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
+            "--preset", "iemocap-minilm-ctx", "--set", f"encoder.model={bert}", "--set", "encoder.max_tokens=64",
+            "--threads", "1", "--epochs", "3", "--seed", "1"]
+    out, ref = tmp_path / "cut" / "m.safetensors", tmp_path / "ref" / "m.safetensors"
+    env = dict(os.environ, **{PAUSE_ENV: "1"}, IEIN_CACHE_DIR=str(tmp_path / "iein-cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "iein", "train", *args, "--out", str(out)], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert main(["train", *args, "--out", str(ref)]) == 0
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith(f"{PAUSE_ENV}="):
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stage1 = out.with_name("m.stage1.safetensors")
+    assert side_files(stage1)[1].is_file() and not stage1.exists() and not out.exists()
+    capsys.readouterr()
+    assert main(["train", *args, "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["train", *args, "--out", str(out), "--resume"]) == 0
+    assert "(resumed)" in capsys.readouterr().err
+    for a, b in ((stage1, ref.with_name("m.stage1.safetensors")), (out, ref)):
+        got, want = load_file(str(a)), load_file(str(b))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), a

@@ -84,16 +84,22 @@ def _default_out(corpus_name: str, args: argparse.Namespace, arch: str, seed: in
 def _train_stage1(stage1: Any, corpus: Any, args: argparse.Namespace, out: Path, note: Callable[[str], None]) -> Path:
     """Stage 1 of a two-stage preset, beside ``out``; an existing stage-1 file is reused
     (``--force`` retrains it)."""
-    from .training.trainer import check_stage1_data, prepare, train_stage1
+    from .training.trainer import check_resume_state, check_stage1_data, prepare, side_files, train_stage1
 
     path = out.with_name(f"{out.name[: -len(out.suffix)] if out.suffix else out.name}.stage1.safetensors")
+    # a killed stage 1 continues with --resume like any run (its epochs can be long)
+    resume = bool(args.resume) and side_files(path)[1].is_file()
     if path.exists() and not args.force:
         check_stage1_data(path, corpus)
         note(f"two-stage preset: reusing stage 1 {path} (--force retrains it)")
     else:
-        note(f"two-stage preset: stage 1 trains {stage1.preset} ({stage1.arch} on {stage1.encoder}) into {path}")
+        check_resume_state(path, args.resume, args.force)
+        if args.force and not resume and side_files(path)[1].is_file():
+            side_files(path)[1].unlink()  # --force: stage 1 starts over
+        note(f"two-stage preset: stage 1 trains {stage1.preset} ({stage1.arch} on {stage1.encoder}) into {path}"
+             + (" (resumed)" if resume else ""))
     train_stage1(stage1, lambda: prepare(corpus, args.embeddings, stage1.encoder, stage1.encoder_config, log=note),
-                 path, force=args.force)
+                 path, force=args.force, resume=resume)
     return path
 
 
@@ -145,12 +151,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         note("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "
              "better (see `iein presets`)")
     stage1 = exp.stage1()
+    resume = args.resume
     if stage1 is not None:
         exp = exp.on_frozen_encoder(_train_stage1(stage1, corpus, args, out, note))
+        resume = args.resume and side_files(out)[1].is_file()  # --resume may have been stage 1's
     data = prepare(corpus, args.embeddings, exp.encoder, exp.encoder_config, log=note)
     note(f"training {out} (best-so-far in {side_files(out)[0].name}; the target is written when the run ends)")
     try:
-        result = train(data, exp, out=out, resume=args.resume)
+        result = train(data, exp, out=out, resume=resume)
     except IeinError:
         if main_rank:
             raise
