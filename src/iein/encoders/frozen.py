@@ -149,7 +149,7 @@ class FrozenEncoder(UtteranceEncoder):
         super().__init__(config, featurizer)
         assert isinstance(featurizer, FrozenFeaturizer)
         inner_cls = get_encoder_class(config.inner_type)
-        self.inner = inner_cls(inner_cls.config_class.from_dict(config.inner_config), featurizer.inner)
+        self.inner = inner_cls.for_inference(inner_cls.config_class.from_dict(config.inner_config), featurizer.inner)
         self.inner.requires_grad_(False)
         if featurizer.module is None:  # a loaded checkpoint: its weights arrive in this module
             featurizer.module = self.inner

@@ -676,14 +676,21 @@ class TransformerEncoder(UtteranceEncoder):
     config: TransformerEncoderConfig
     featurizer: TransformerFeaturizer
 
-    def __init__(self, config: TransformerEncoderConfig, featurizer: Featurizer) -> None:
+    def __init__(self, config: TransformerEncoderConfig, featurizer: Featurizer, merge_lora: bool = False) -> None:
         super().__init__(config, featurizer)
         assert isinstance(featurizer, TransformerFeaturizer)
         self.dropout = nn.Dropout(config.dropout)
         self.transformer: nn.Module | None = None
+        #: LoRA merged into the base (:meth:`for_inference`): the adapters as ``peft`` names them
+        #: in a state dict, and the untouched base weights they are added to
+        self.merged_adapters: dict[str, Tensor] | None = None
+        self._pristine: dict[str, Tensor] = {}
         if config.mode != "frozen":
             base = load_base_model(featurizer.model_dir)
-            if config.mode == "lora":
+            if config.mode == "lora" and merge_lora:
+                base.requires_grad_(False)
+                self._prepare_merge(base)
+            elif config.mode == "lora":
                 base = self._with_lora(base)
             self.transformer = base
         trained = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
@@ -694,6 +701,38 @@ class TransformerEncoder(UtteranceEncoder):
         else:  # the same hooks under their older private names
             self._register_state_dict_hook(_drop_untrained)
             self._register_load_state_dict_pre_hook(_fill_untrained, with_module=True)
+
+    @classmethod
+    def for_inference(cls, config: EncoderConfig, featurizer: Featurizer) -> "TransformerEncoder":
+        """LoRA adapters merged into the base weights at load, ``W + (alpha/r) B A``, so that
+        prediction never imports ``peft`` (about half of the shipped LoRA model's start-up)."""
+        assert isinstance(config, TransformerEncoderConfig)
+        return cls(config, featurizer, merge_lora=config.mode == "lora")
+
+    def _prepare_merge(self, base: nn.Module) -> None:
+        """Zero adapters under ``peft``'s state-dict names for every target projection, and a
+        copy of each target's base weight (merging always starts from it)."""
+        targets = self.config.lora_targets or detect_lora_targets(base)
+        self.merged_adapters = {}
+        for name, module in base.named_modules():
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+                key = f"transformer.base_model.model.{name}"
+                r = self.config.lora_r
+                self.merged_adapters[f"{key}.lora_A.default.weight"] = torch.zeros(r, module.in_features)
+                self.merged_adapters[f"{key}.lora_B.default.weight"] = torch.zeros(module.out_features, r)
+                self._pristine[f"transformer.{name}.weight"] = module.weight.detach().clone()
+
+    def merged_weights(self) -> dict[str, Tensor]:
+        """The target projections' weights with the adapters added (LoRA's sec. 4.1 merge)."""
+        assert self.merged_adapters is not None
+        scale = self.config.lora_alpha / self.config.lora_r
+        out = {}
+        for key, w in self._pristine.items():
+            name = key[len("transformer."): -len(".weight")]
+            a = self.merged_adapters[f"transformer.base_model.model.{name}.lora_A.default.weight"]
+            b = self.merged_adapters[f"transformer.base_model.model.{name}.lora_B.default.weight"]
+            out[key] = w + scale * (b.to(w) @ a.to(w))
+        return out
 
     def _with_lora(self, base: nn.Module) -> nn.Module:
         _require("peft")
@@ -801,7 +840,7 @@ def export_pretrained(encoder: TransformerEncoder, out_dir: str | Path) -> Path:
     if out.exists():
         raise ConfigError(f"{out} exists; choose a new folder")
     model = encoder.transformer
-    if encoder.config.mode == "lora":
+    if encoder.config.mode == "lora" and encoder.merged_adapters is None:  # merged ones are plain already
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
@@ -820,11 +859,20 @@ def export_pretrained(encoder: TransformerEncoder, out_dir: str | Path) -> Path:
 def _drop_untrained(module: TransformerEncoder, state_dict: dict[str, Any], prefix: str, _meta: Any) -> None:
     for name in module._untrained:
         state_dict.pop(prefix + name, None)
+    for name, tensor in (module.merged_adapters or {}).items():  # what a LoRA checkpoint holds
+        state_dict[prefix + name] = tensor
 
 
 def _fill_untrained(module: TransformerEncoder, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
     """Before loading: the untrained entries take their current (base-model) values, so a
-    checkpoint without them loads with ``strict=True``."""
+    checkpoint without them loads with ``strict=True``.  Merged LoRA: the adapters are taken
+    out of ``state_dict`` and the target projections get the merged weights instead."""
+    if module.merged_adapters is not None:
+        for name in module.merged_adapters:
+            if prefix + name in state_dict:
+                module.merged_adapters[name] = state_dict.pop(prefix + name).detach().to("cpu", torch.float32).clone()
+        for name, weight in module.merged_weights().items():
+            state_dict[prefix + name] = weight
     current = {**dict(module.named_parameters(remove_duplicate=False)),
                **dict(module.named_buffers(remove_duplicate=False))}
     for name in module._untrained:
