@@ -113,23 +113,32 @@ def stage1_args(tmp_path: Path) -> list[str]:
     return args
 
 
-@pytest.mark.slow  # a fresh interpreter (torch + transformers import)
-def test_killed_stage1_fine_tune_resumes_bit_identically(tmp_path: Path) -> None:
-    from iein.cli import main
-
-    args = stage1_args(tmp_path)
-    out, ref = tmp_path / "cut.safetensors", tmp_path / "ref.safetensors"
-    env = dict(os.environ, **{PAUSE_ENV: "2.3"}, IEIN_CACHE_DIR=str(tmp_path / "iein-cache"))
-    # killed mid-epoch 2, after its 3rd of 6 steps (48 utterances, 8 a step): the schedule is mid-way
-    proc = subprocess.Popen([sys.executable, "-m", "iein", "train", *args, "--out", str(out)], env=env, text=True,
+def start_paused(args: list[str], pause_at: str, tmp_path: Path) -> subprocess.Popen:
+    """``iein train ARGS`` in a fresh process that pauses at ``pause_at`` (the trainer's test hook)."""
+    env = dict(os.environ, **{PAUSE_ENV: pause_at}, IEIN_CACHE_DIR=str(tmp_path / "iein-cache"))
+    return subprocess.Popen([sys.executable, "-m", "iein", "train", *args], env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert main(["train", *args, "--out", str(ref)]) == 0  # meanwhile: the uninterrupted run
+
+
+def kill_when_paused(proc: subprocess.Popen) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
         if line.startswith(f"{PAUSE_ENV}="):
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@pytest.mark.slow  # a fresh interpreter (torch + transformers import)
+def test_killed_stage1_fine_tune_resumes_bit_identically(tmp_path: Path) -> None:
+    from iein.cli import main
+
+    args = stage1_args(tmp_path)
+    out, ref = tmp_path / "cut.safetensors", tmp_path / "ref.safetensors"
+    # killed mid-epoch 2, after its 3rd of 6 steps (48 utterances, 8 a step): the schedule is mid-way
+    proc = start_paused(args + ["--out", str(out)], "2.3", tmp_path)
+    assert main(["train", *args, "--out", str(ref)]) == 0  # meanwhile: the uninterrupted run
+    kill_when_paused(proc)
     assert side_files(out)[1].is_file() and not out.exists()
     assert main(["train", *args, "--out", str(out), "--resume"]) == 0
     got, want = load_file(str(out)), load_file(str(ref))
@@ -151,16 +160,9 @@ def test_two_stage_preset_killed_in_stage1_resumes_both_stages(tmp_path: Path, c
             "--preset", "iemocap-minilm-ctx", "--set", f"encoder.model={bert}", "--set", "encoder.max_tokens=64",
             "--threads", "1", "--epochs", "3", "--seed", "1"]
     out, ref = tmp_path / "cut" / "m.safetensors", tmp_path / "ref" / "m.safetensors"
-    env = dict(os.environ, **{PAUSE_ENV: "1"}, IEIN_CACHE_DIR=str(tmp_path / "iein-cache"))
-    proc = subprocess.Popen([sys.executable, "-m", "iein", "train", *args, "--out", str(out)], env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_paused(args + ["--out", str(out)], "1", tmp_path)
     assert main(["train", *args, "--out", str(ref)]) == 0
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith(f"{PAUSE_ENV}="):
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when_paused(proc)
     stage1 = out.with_name("m.stage1.safetensors")
     assert side_files(stage1)[1].is_file() and not stage1.exists() and not out.exists()
     capsys.readouterr()

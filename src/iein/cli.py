@@ -233,6 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data = [encode_with(c, f, index) for c, f in zip(convs, member.featurizer.featurize_many(convs))]
         member_preds.append(predict_steps(member.model, data))
     preds = member_preds[0] if len(members) == 1 else average_predictions(member_preds)
+    # `data` (any member's) supplies the gold labels only: the members share the label set
     result = evaluate_model(loaded.model, data, loaded.labels, exclude=(exclude_label,) if exclude_label else (),
                             preds=preds)
     if len(names) > 1:
@@ -269,13 +270,9 @@ def cmd_export_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    """Stream conversations through a model: JSONL/CSV out, or a step-by-step trace table."""
-    import contextlib
-    import csv
-    import os
-
-    # arguments and the input file first: torch (imported by the recognizer) takes seconds
+def _check_predict_args(args: argparse.Namespace) -> None:
+    """``iein predict``'s flags and input path, before torch (imported by the recognizer,
+    seconds) is loaded; errors name the flag or the file."""
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
@@ -286,10 +283,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.input}: a folder, not a file: give one .jsonl/.json/.csv file, or label every "
                           "file of the folder with --backend ray")
 
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Stream conversations through a model: JSONL/CSV out, or a step-by-step trace table."""
+    import contextlib
+    import csv
+    import os
+
+    _check_predict_args(args)
     from tqdm.auto import tqdm
 
-    from .data.generic import source_name
-    from .data.generic import MAX_UTTERANCES, iter_conversations
+    from .data.generic import MAX_UTTERANCES, iter_conversations, source_name
     from .recognizer import (MAX_UTTERANCE_CHARS, Recognizer, csv_header, csv_rows, format_trace,
                              jsonl_record)
     from .utils import atomic_path, torch_threads

@@ -24,7 +24,7 @@ kept longest); the target is truncated only if it alone does not fit.
 Pooling: ``mean`` over the non-padding tokens (how all-MiniLM-L6-v2 and all-mpnet-base-v2
 were trained), ``cls`` (the first token, BERT's sec. 3) or ``target``: the mean over the
 target utterance's own tokens only, which still attend to the context.  With a context
-window, ``mean`` averages the neighbours into the target's vector (a measured loss: issue 20,
+window, ``mean`` averages the neighbours into the target's vector (a measured loss,
 ``docs/results.md``); ``target`` keeps the vector the target's.  Under ``target`` pooling an
 utterance's features are a ``(2, L)`` array: token ids and the 0/1 mask of the target's tokens.
 

@@ -502,31 +502,43 @@ def section_main(R: Runs, dataset: str) -> str:
         note += (" Baselines: the paper's rows (section 3.2); none run here yet "
                  "(`iein reproduce --only baselines`).")
     text = f"{title}\n\n{md_table(header, rows)}\n\n{note}\n"
-    capped = [r for r in [*runs, *(r for b in base_runs.values() for r in b)] if stopped_by_cap(r)]
-    if capped:
-        text += (f"\n**Warning: {plural(len(capped), 'run')} of this table {'was' if len(capped) == 1 else 'were'} "
-                 "stopped by the epoch cap while dev was still improving** (best epoch inside the last patience "
-                 "window before `max_epochs`): their rows compare a model that was cut off with ones that stopped "
-                 "on dev.\n")
+    text += cap_warning([*runs, *(r for b in base_runs.values() for r in b)])
     if runs and done:
-        iein = [final_wf1(r) for r in runs]
-        crow = []
-        for arch, b_runs in done.items():
-            vals = [final_wf1(r) for r in b_runs]
-            pb = paper_base.get(arch, {}).get("w-Avg.")
-            crow.append([
-                BASELINE_NAME.get(arch, arch), f"{ms_text(vals)} (n={len(vals)})",
-                f"{pb:.2f}" if pb is not None else "—",
-                signed(mean_std(vals)[0] - pb) if pb is not None else "—",
-                signed(mean_std(iein)[0] - mean_std(vals)[0]),
-                signed(paper["w-Avg."] - pb) if paper and pb is not None else "—",
-                ahead_by_std(iein, vals)[1],
-            ])
-        text += ("\nIEIN against each baseline, weighted F1 (IEIN: " + f"{ms_text(iein)}, n={len(iein)}):\n\n"
-                 + md_table(["baseline", "ours", "paper", "ours − paper", "IEIN − baseline, ours",
-                             "IEIN − baseline, paper", "IEIN ahead by > seed std?"], crow, "lrrrrrl")
-                 + f"\n\n{AHEAD_RULE}\n")
+        text += baseline_comparison(runs, done, paper, paper_base)
     return text
+
+
+def cap_warning(runs: Sequence[dict[str, Any]]) -> str:
+    """The warning line of a table some of whose runs the epoch cap cut off (or nothing)."""
+    capped = [r for r in runs if stopped_by_cap(r)]
+    if not capped:
+        return ""
+    return (f"\n**Warning: {plural(len(capped), 'run')} of this table {'was' if len(capped) == 1 else 'were'} "
+            "stopped by the epoch cap while dev was still improving** (best epoch inside the last patience "
+            "window before `max_epochs`): their rows compare a model that was cut off with ones that stopped "
+            "on dev.\n")
+
+
+def baseline_comparison(runs: Sequence[dict[str, Any]], done: dict[str, list[dict[str, Any]]],
+                        paper: dict[str, float] | None, paper_base: dict[str, dict[str, float]]) -> str:
+    """IEIN's weighted F1 against each baseline's, ours and the paper's, with the verdict."""
+    iein = [final_wf1(r) for r in runs]
+    crow = []
+    for arch, b_runs in done.items():
+        vals = [final_wf1(r) for r in b_runs]
+        pb = paper_base.get(arch, {}).get("w-Avg.")
+        crow.append([
+            BASELINE_NAME.get(arch, arch), f"{ms_text(vals)} (n={len(vals)})",
+            f"{pb:.2f}" if pb is not None else "—",
+            signed(mean_std(vals)[0] - pb) if pb is not None else "—",
+            signed(mean_std(iein)[0] - mean_std(vals)[0]),
+            signed(paper["w-Avg."] - pb) if paper and pb is not None else "—",
+            ahead_by_std(iein, vals)[1],
+        ])
+    return ("\nIEIN against each baseline, weighted F1 (IEIN: " + f"{ms_text(iein)}, n={len(iein)}):\n\n"
+            + md_table(["baseline", "ours", "paper", "ours − paper", "IEIN − baseline, ours",
+                        "IEIN − baseline, paper", "IEIN ahead by > seed std?"], crow, "lrrrrrl")
+            + f"\n\n{AHEAD_RULE}\n")
 
 
 def stopped_by_cap(run: dict[str, Any]) -> bool:

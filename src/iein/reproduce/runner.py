@@ -401,8 +401,8 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-#: Training settings added after stage-1 file names were first hashed (issue 20): left out of
-#: the hash at their defaults, so the names of the stage-1 files already trained stay valid.
+#: Training settings newer than the stage-1 file-name hash: left out of the hash at their
+#: defaults, so the names of the stage-1 files already trained stay valid.
 ADDED_TRAIN_DEFAULTS: dict[str, Any] = {"batch_unit": "dialogues", "schedule": "constant", "warmup": 0.0}
 
 

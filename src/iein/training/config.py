@@ -33,7 +33,7 @@ class TrainConfig(Config):
     #: ``utterances``: batches of single utterances, grouped by input length, for models that
     #: read no context (an utterance classifier, e.g. stage 1 of two-stage training, whose
     #: transformer input may still hold the context window): transformer fine-tuning wants
-    #: 16-32 inputs a step, not whatever a handful of dialogues holds (issue 20).
+    #: 16-32 inputs a step, not whatever a handful of dialogues holds.
     batch_unit: str = "dialogues"
     #: Learning-rate schedule over ``max_epochs`` epochs: ``linear`` warms up over the first
     #: ``warmup`` fraction of the steps and decays to 0 at the last (BERT's fine-tuning recipe).
@@ -198,7 +198,7 @@ PRESETS["iemocap-minilm"] = Preset(
 )
 
 
-#: Issue 20's recipe: stage 1 fine-tunes every MiniLM weight as an utterance classifier whose
+#: Fine-tuning with the conversation in the input: stage 1 fine-tunes every MiniLM weight as an utterance classifier whose
 #: input holds the conversation around the target (speaker names, past/future windows, as in
 #: EmoBERTa), pooled over the target's own tokens, in batches of 16 length-grouped utterances
 #: with BERT's warm-up and linear decay; stage 2 trains IEIN on its frozen, cached vectors.
@@ -215,9 +215,8 @@ for _ds, _window, _tokens, _epochs in (("iemocap", (4, 2), 128, 4), ("meld", (3,
         arch="cnn", encoder="transformer", model=dict(dropout=0.1), encoder_config=_enc,
         train=dict(_CTX_STAGE1_TRAIN, max_epochs=_epochs, patience=_epochs),
     )
-    # utterance_proj 128: IEMOCAP dev +1.10 over no projection (3 seeds, std 0.67), MELD -0.07
-    # (within the std) at a third of the epoch time; docs/results.md, "Fine-tuning with the
-    # conversation in the input"
+    # utterance_proj 128: chosen on dev (docs/results.md, "Fine-tuning with the conversation in
+    # the input", states the rule and the numbers)
     PRESETS[f"{_ds}-minilm-ctx"] = Preset(
         f"IEIN ({_ds} settings, u projected to 128-d) on the frozen vectors of {_ds}-minilm-ctx-stage1 (MiniLM "
         "fine-tuned with the conversation in its input)",
