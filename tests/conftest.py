@@ -21,11 +21,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def tiny_meld_checkpoint(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny real IEIN checkpoint (T = 2), trained once per test session on 30 MELD
-    training dialogues for one epoch: for tests of the API, service and page, where the
-    weights only need to be real, not good."""
+def _tiny_meld(shared_data: Path, out: Path, causal: bool) -> Path:
     from iein.data.conversation import Corpus
     from iein.data.registry import load_corpus
     from iein.training.config import TrainConfig
@@ -35,11 +31,24 @@ def tiny_meld_checkpoint(shared_data: Path, tmp_path_factory: pytest.TempPathFac
     corpus = load_corpus("meld", shared_data / "meld")
     small = Corpus(corpus.name, corpus.labels,
                    {"train": corpus["train"][:30], "dev": corpus["dev"][:8], "test": corpus["test"][:4]})
-    out = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    exp = ExperimentConfig("generic", "iein", "glove-bigru", model=dict(emotion_dim=4, iterations=2),
+    exp = ExperimentConfig("generic", "iein", "glove-bigru", model=dict(emotion_dim=4, iterations=2, causal=causal),
                            encoder_config=dict(hidden=8), train=TrainConfig(max_epochs=1, threads=1))
     train(prepare(small, log=lambda _: None), exp, out=out, log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_meld_checkpoint(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real IEIN checkpoint (T = 2), trained once per test session on 30 MELD
+    training dialogues for one epoch: for tests of the API, service and page, where the
+    weights only need to be real, not good."""
+    return _tiny_meld(shared_data, tmp_path_factory.mktemp("tiny") / "tiny.safetensors", causal=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_meld_live_checkpoint(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same, causal (``causal=true``): a model that can label live conversations."""
+    return _tiny_meld(shared_data, tmp_path_factory.mktemp("tiny-live") / "tiny-live.safetensors", causal=True)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -55,6 +55,21 @@ def recognizer(tiny_meld_checkpoint: Path) -> Recognizer:
 
 @pytest.fixture(scope="module")
 def base_url(recognizer: Recognizer):
+    yield from _serve(recognizer)
+
+
+@pytest.fixture(scope="module")
+def live_recognizer(tiny_meld_live_checkpoint: Path) -> Recognizer:
+    return Recognizer.load(tiny_meld_live_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def live_url(live_recognizer: Recognizer):
+    yield from _serve(live_recognizer)
+
+
+def _serve(recognizer: Recognizer):
+    """The real service (uvicorn in a thread, an ephemeral port) around ``recognizer``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -148,5 +163,46 @@ def test_page_reports_input_and_server_errors(browser, base_url: str) -> None:
         page.click("#run")
         sync_api.expect(page.locator("#status")).to_contain_text("utterances[0].text: 6000 characters")
         assert page.locator("#result").is_hidden()
+    finally:
+        context.close()
+
+
+def test_live_mode_labels_each_turn_as_it_is_typed(browser, live_url: str, live_recognizer: Recognizer) -> None:
+    """A causal model's page shows the live mode; each typed turn gets the label the model
+    gives that utterance in the whole conversation, over the real WebSocket."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    seen = _watch(page, live_url)
+    turns = EXAMPLE[:4]
+    try:
+        page.goto(live_url + "/", wait_until="networkidle")
+        sync_api.expect(page.locator("#live")).to_be_visible()
+        for i, (speaker, text) in enumerate(turns):
+            page.fill("#live-speaker", speaker)
+            page.fill("#live-text", text)
+            page.press("#live-text", "Enter")
+            sync_api.expect(page.locator("#live-turns li")).to_have_count(i + 1, timeout=20_000)
+        got = page.evaluate("() => [...document.querySelectorAll('#live-turns li')].map(li => "
+                            "[li.querySelector('.speaker').textContent, li.dataset.label])")
+        want = live_recognizer.predict([{"speaker": s, "text": t} for s, t in turns])
+        assert got == [[s, w["label"]] for (s, _), w in zip(turns, want)]
+        page.fill("#live-speaker", "")
+        page.click("#live-send")
+        sync_api.expect(page.locator("#live-status")).to_have_text("Type who speaks.")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-live-390x844.png"), full_page=True)
+        assert seen["errors"] == [] and seen["external"] == [], seen
+    finally:
+        context.close()
+
+
+def test_live_mode_is_hidden_for_a_model_that_reads_later_utterances(browser, base_url: str) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(base_url + "/", wait_until="networkidle")
+        sync_api.expect(page.locator("#model-info")).to_contain_text("Model: ")
+        assert page.locator("#live").is_hidden()
     finally:
         context.close()

@@ -40,12 +40,12 @@ SMALL = {
 }
 
 
-def _small(arch: str) -> dict:
+def _small(arch: str, causal: bool = False) -> dict:
     cls = MODELS[arch].config_class
     cfg = SMALL.get(arch, {})
     unknown = set(cfg) - cls.field_names()
     assert not unknown, f"{arch}: SMALL names fields its config lacks: {unknown}"
-    return dict(cfg, n_labels=len(LABELS), dropout=0.0)
+    return dict(cfg, n_labels=len(LABELS), dropout=0.0, causal=causal)
 
 
 def _convs() -> list[Conversation]:
@@ -60,9 +60,9 @@ def _convs() -> list[Conversation]:
     ]
 
 
-def _model(arch: str, encoder: str, seed: int = 0):
+def _model(arch: str, encoder: str, seed: int = 0, causal: bool = False):
     torch.manual_seed(seed)
-    return build_model(arch, _small(arch), encoder, ENCODERS[encoder], featurizer=WordFeaturizer(VOCAB))
+    return build_model(arch, _small(arch, causal), encoder, ENCODERS[encoder], featurizer=WordFeaturizer(VOCAB))
 
 
 def _batch(model, convs=None):
@@ -72,12 +72,13 @@ def _batch(model, convs=None):
     return items, collate(items, model.utterance_encoder.collate)
 
 
-CASES = [(a, e) for a in MODELS for e in ENCODERS]
+#: every model on every encoder, offline and causal (``causal=true``, the live form)
+CASES = [(a, e, c) for a in MODELS for e in ENCODERS for c in (False, True)]
 
 
-@pytest.mark.parametrize("arch,encoder", CASES)
-def test_output_shapes_and_step_count(arch, encoder):
-    model = _model(arch, encoder).eval()
+@pytest.mark.parametrize("arch,encoder,causal", CASES)
+def test_output_shapes_and_step_count(arch, encoder, causal):
+    model = _model(arch, encoder, causal=causal).eval()
     _, batch = _batch(model)
     out = model(batch)
     assert len(out.steps) == model.n_steps >= 1
@@ -90,9 +91,9 @@ def test_output_shapes_and_step_count(arch, encoder):
     assert torch.allclose(probs[0].sum(-1), torch.ones(model.n_steps, 5), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch,encoder", CASES)
-def test_padding_never_reaches_real_outputs(arch, encoder):
-    model = _model(arch, encoder).eval()
+@pytest.mark.parametrize("arch,encoder,causal", CASES)
+def test_padding_never_reaches_real_outputs(arch, encoder, causal):
+    model = _model(arch, encoder, causal=causal).eval()
     _, batch = _batch(model)
     with torch.no_grad():
         u = model.utterance_vectors(batch)
@@ -104,10 +105,10 @@ def test_padding_never_reaches_real_outputs(arch, encoder):
         assert torch.equal(model.decode(a, batch)[1, :, :2], model.decode(b, batch)[1, :, :2])
 
 
-@pytest.mark.parametrize("arch,encoder", CASES)
-def test_loss_falls_when_overfitting_two_dialogues(arch, encoder):
+@pytest.mark.parametrize("arch,encoder,causal", CASES)
+def test_loss_falls_when_overfitting_two_dialogues(arch, encoder, causal):
     torch.set_num_threads(1)
-    model = _model(arch, encoder).train()
+    model = _model(arch, encoder, causal=causal).train()
     _, batch = _batch(model)
     optim = torch.optim.Adam(model.param_groups(0.0), lr=1e-2)
     losses = []
@@ -120,13 +121,14 @@ def test_loss_falls_when_overfitting_two_dialogues(arch, encoder):
     assert losses[-1] < 0.5 * losses[0], losses[::8]
 
 
-@pytest.mark.parametrize("arch,encoder", CASES)
-def test_checkpoint_round_trip_through_the_recognizer(arch, encoder, tmp_path):
-    model = _model(arch, encoder, seed=3).eval()
+@pytest.mark.parametrize("arch,encoder,causal", CASES)
+def test_checkpoint_round_trip_through_the_recognizer(arch, encoder, causal, tmp_path):
+    model = _model(arch, encoder, seed=3, causal=causal).eval()
     items, _ = _batch(model)
     path = save_checkpoint(tmp_path / "m.safetensors", model, LABELS, dataset="unit")
     rec = Recognizer.load(path)
     assert rec.model.model_type == arch and rec.model.utterance_encoder.encoder_type == encoder
+    assert rec.model.causal == (causal or arch == "cnn")
     probs, ids = infer(model, items)
     for row, conv in enumerate(_convs()):
         got = rec.predict([{"speaker": u.speaker, "text": u.text} for u in conv.utterances])

@@ -279,6 +279,11 @@ def _check_predict_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     if args.input not in (None, "-") and not Path(args.input).exists():
         raise ConfigError(f"{args.input}: input file not found")
+    if args.live:
+        for flag, bad in (("--out", args.out is not None), ("--trace", args.trace), ("--format csv", args.format == "csv"),
+                          ("--backend ray", args.backend == "ray"), ("a second --model", len(args.model or []) > 1)):
+            if bad:
+                raise ConfigError(f"--live answers each utterance on stdout as it arrives: it does not take {flag}")
     if args.input not in (None, "-") and Path(args.input).is_dir() and args.backend != "ray":
         raise ConfigError(f"{args.input}: a folder, not a file: give one .jsonl/.json/.csv file, or label every "
                           "file of the folder with --backend ray")
@@ -314,6 +319,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.address is not None or args.concurrency is not None:
         raise ConfigError("--address and --concurrency are Ray's: use them with --backend ray")
     rec = Recognizer.load(model_names(args.model), device=args.device)
+    if args.live:
+        return _predict_live(rec, args)
     convs = iter_conversations(args.input, args.input_format, max_utterance_chars=MAX_UTTERANCE_CHARS,
                                max_utterances=MAX_UTTERANCES)
     stdout_is_tty = sys.stdout.isatty()
@@ -357,6 +364,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     return _predict_summary(args, n_convs, n_utts, n_empty)
+
+
+def _predict_live(rec: Any, args: argparse.Namespace) -> int:
+    """``iein predict --live``: label each line of the input as soon as it is read, one JSON
+    line out per utterance (flushed); a bad line is reported on stderr and skipped."""
+    import os
+
+    from .recognizer import OUTPUT_DIGITS, add_notes
+    from .stream import live_predictions
+    from .utils import torch_threads
+
+    rec.stream()  # refuses a model that cannot stream before any input is read
+    errors = 0
+
+    def on_error(message: str) -> None:
+        nonlocal errors
+        errors += 1
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+    source = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
+    try:
+        with torch_threads(args.threads), source:
+            for out in live_predictions(rec.stream, iter(source.readline, ""), OUTPUT_DIGITS, on_error):
+                sys.stdout.write(json.dumps(add_notes([out])[0], ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1 if errors else 0
 
 
 def _predict_summary(args: argparse.Namespace, n_convs: int, n_utts: int, n_empty: int) -> int:
@@ -536,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="with --backend ray: labelling actors, each loading the model "
                    "once (default: the cluster's CPUs / --threads)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--live", action="store_true",
+                   help="label each line of INPUT (stdin: a pipe or the keyboard) when it arrives: 'speaker: text', "
+                        "'speaker<TAB>text' or a JSON object; a blank line starts a new conversation; needs a causal "
+                        "model (e.g. trained with --preset meld-live)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export-encoder", help="write a checkpoint's fine-tuned transformer encoder as a Hugging "

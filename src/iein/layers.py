@@ -7,7 +7,7 @@ its padding; attention is masked), which ``tests/test_model.py`` checks bit for 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -346,6 +346,41 @@ class BiRNN(nn.Module):
                 setattr(bi, name + "_reverse", getattr(self.bwd, name))
             self.__dict__["_bi"] = bi
         return bi
+
+
+class ForwardRNN(nn.Module):
+    """Forward-only single-layer GRU or LSTM over right-padded sequences: the causal
+    counterpart of :class:`BiRNN` (the state at position t reads positions 1..t only).
+
+    Right padding comes after a sequence's real items, so one ``nn.GRU``/``nn.LSTM`` call
+    over the padded batch leaves real positions untouched by it; outputs at padded positions
+    are zeroed.  :meth:`step` advances one position from a carried state with the same
+    module, for incremental (streaming) inference."""
+
+    def __init__(self, input_size: int, hidden_size: int, cell: str = "gru") -> None:
+        super().__init__()
+        if cell not in RNN_CELLS:
+            raise ValueError(f"unknown RNN cell {cell!r} (choices: {', '.join(RNN_CELLS)})")
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.rnn = RNN_CELLS[cell](input_size, hidden_size, batch_first=True)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``x (B, L, d)``, ``lengths (B,)`` -> ``(B, L, hidden)``, zero at padding."""
+        out, _ = self.rnn(x)
+        return out * length_mask(lengths.to(x.device), x.size(1))[..., None].to(out.dtype)
+
+    def step(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """One position: ``x (B, d)`` and the state after the previous one (None at the
+        start) -> the output ``(B, hidden)`` and the new state."""
+        out, state = self.rnn(x[:, None], state)
+        return out[:, 0], state
+
+
+def causal_mask(n: int, device: torch.device | None = None) -> Tensor:
+    """``(n, n)`` boolean, True where query i may read key j (j <= i): the attention mask of
+    a causal model, which must not look at later utterances."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
 
 class BiGRU(BiRNN):

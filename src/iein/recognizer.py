@@ -285,6 +285,36 @@ class Recognizer:
 
     # -- prediction
 
+    def stream(self, max_utterances: int = MAX_UTTERANCES,
+               max_utterance_chars: int = MAX_UTTERANCE_CHARS) -> Any:
+        """A live session (:class:`iein.stream.StreamSession`): ``session.add(speaker, text)``
+        labels each new utterance at once.  The model must be causal (``causal=true``); an
+        ensemble cannot stream."""
+        from .stream import StreamSession
+
+        problem = self.stream_problem()
+        if problem:
+            raise IeinError(problem)
+        return StreamSession(self._loaded, self._labels, self.source, max_utterances, max_utterance_chars)
+
+    def stream_problem(self) -> str | None:
+        """Why :meth:`stream` would refuse (one line), or None: it needs one causal model whose
+        encoder reads no later utterance."""
+        from .stream import check_streamable
+
+        if len(self._members) > 1:
+            return f"{self.source}: an ensemble of {len(self._members)} models cannot stream; stream one of them"
+        try:
+            check_streamable(self._loaded, self.source)
+        except IeinError as exc:
+            return str(exc)
+        return None
+
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`stream` works (see :meth:`stream_problem`)."""
+        return self.stream_problem() is None
+
     def predict(self, conversation: Any) -> list[dict[str, Any]]:
         """Labels of one conversation: one dict per utterance (see module doc)."""
         conv = self.conversation(conversation)

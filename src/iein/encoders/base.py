@@ -52,6 +52,13 @@ class Featurizer:
     def featurize(self, conv: Conversation) -> list[Any]:
         raise NotImplementedError
 
+    @property
+    def context_window(self) -> tuple[int, int]:
+        """How many utterances before and after an utterance its features read (a
+        transformer's context window); (0, 0): the utterance alone.  A live model needs 0
+        after, and streams by featurizing the newest utterance with its past window."""
+        return 0, 0
+
     def featurize_many(self, convs: Sequence[Conversation], log: Log | None = None) -> list[list[Any]]:
         """All conversations of a split (an encoder may batch or cache across them)."""
         return [self.featurize(c) for c in convs]

@@ -95,6 +95,10 @@ class FrozenFeaturizer(Featurizer):
     def featurize(self, conv: Conversation) -> list[np.ndarray]:
         return self._vectors([self.inner.featurize(conv)], None, progress=False)[0]
 
+    @property
+    def context_window(self) -> tuple[int, int]:
+        return self.inner.context_window
+
     def featurize_many(self, convs: Sequence[Conversation], log: Log | None = None) -> list[list[np.ndarray]]:
         """Training: vectors of a split, read from and written to the feature cache (a
         stage-1 transformer takes minutes per corpus on a CPU; every seed of a stage 2 would

@@ -566,6 +566,10 @@ class TransformerFeaturizer(Featurizer):
 
     # -- the Featurizer contract
 
+    @property
+    def context_window(self) -> tuple[int, int]:
+        return self.config.window_past, self.config.window_future
+
     def featurize(self, conv: Conversation) -> list[np.ndarray]:
         if self.yields_vectors:
             return self._vectors([conv], use_cache=False, log=None)[0]

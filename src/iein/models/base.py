@@ -13,7 +13,12 @@ server, reproduce) depends on this contract only, never on a concrete class:
 * ``loss(steps, batch, class_weight)``, ``decode`` (label ids of every step; argmax unless
   the model decodes otherwise, e.g. Viterbi), ``step_probs`` (what is reported as
   probabilities), ``param_groups`` (optimiser groups, nanoGPT's ``configure_optimizers``);
-* ``n_steps``, and ``is_oracle`` for ablations that read gold labels at inference.
+* ``n_steps``, and ``is_oracle`` for ablations that read gold labels at inference;
+* ``causal`` (config ``causal=true`` where the model admits it): the outputs at utterance t
+  read utterances 1..t only, so the model can label a conversation while it happens;
+  ``stream_start``/``stream_step`` then label one new utterance at a time.  The default
+  ``stream_step`` recomputes the prefix (correct for any causal model); a model with
+  recurrent state overrides it to carry that state, constant work per utterance.
 
 Padded utterances (beyond ``batch.n_utts``) must never change the outputs at real
 positions: ``tests/test_models.py`` checks it bit for bit for every registered model.
@@ -31,6 +36,7 @@ from torch import Tensor, nn
 from ..configuration import Config
 from ..data.batching import IGNORE, Batch
 from ..encoders.base import UtteranceEncoder
+from ..errors import ConfigError
 from ..layers import scatter_utterances
 
 
@@ -39,6 +45,8 @@ class ModelConfig(Config):
     section: ClassVar[str] = "model"
     n_labels: int = 7  # set from the corpus
     dropout: float = 0.1  # on the utterance vectors and before classifiers
+    #: Read past and present utterances only (a live model); each model says what changes.
+    causal: bool = False
 
 
 @dataclass
@@ -46,6 +54,14 @@ class ModelOutput:
     steps: list[Tensor]  # logits of every step, each (B, N, L); the prediction is the last
     loss: Tensor | None = None
     parts: dict[str, float] = field(default_factory=dict)  # loss terms, for the epoch log
+
+
+@dataclass
+class PrefixState:
+    """The default streaming state: the conversation so far, recomputed at every step."""
+
+    vectors: list[Tensor] = field(default_factory=list)  # u_1 ... u_t, each (d,)
+    speakers: list[int] = field(default_factory=list)
 
 
 class ConversationModel(nn.Module):
@@ -58,9 +74,13 @@ class ConversationModel(nn.Module):
     #: False for a model whose label of an utterance depends on that utterance alone (the
     #: CNN baseline): it may train on batches of single utterances (``batch_unit``).
     reads_context: ClassVar[bool] = True
+    #: Whether the model has a causal form (``causal=true``); one without refuses the switch.
+    supports_causal: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, encoder: UtteranceEncoder) -> None:
         super().__init__()
+        if config.causal and not self.supports_causal:
+            raise ConfigError(f"{config.section} config field 'causal': {self.model_type} has no causal form")
         self.config = config
         self.utterance_encoder = encoder
         self.dropout = nn.Dropout(config.dropout)
@@ -82,9 +102,34 @@ class ConversationModel(nn.Module):
         """True for ablations that read gold labels at inference (cannot label new text)."""
         return False
 
+    @property
+    def causal(self) -> bool:
+        """Whether the outputs at utterance t read utterances 1..t only (``causal=true``, or a
+        model that reads no context at all)."""
+        return bool(self.config.causal) or not self.reads_context
+
     def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
         """Step logits ``[(B, N, L), ...]`` from utterance vectors ``u (B, N, d)``."""
         raise NotImplementedError
+
+    # -- streaming (causal models only)
+
+    def stream_start(self) -> Any:
+        """The state of an empty conversation, for :meth:`stream_step`."""
+        return PrefixState()
+
+    def stream_step(self, u: Tensor, speaker: int, state: Any) -> tuple[Tensor, Tensor, Any]:
+        """Label the newest utterance of a conversation from its vector ``u (d,)`` and its
+        party index: its probabilities of every step ``(S, L)``, its label ids ``(S,)``, and
+        the state to pass with the next utterance.  Eval mode, no gradients.  This default
+        reruns :meth:`context` on the prefix (work grows with its length)."""
+        state.vectors.append(u)
+        state.speakers.append(speaker)
+        n = len(state.vectors)
+        batch = Batch(None, torch.tensor([n], device=u.device), torch.tensor([state.speakers], device=u.device),
+                      torch.full((1, n), IGNORE, dtype=torch.long, device=u.device), [0])
+        steps = self.context(torch.stack(state.vectors)[None], batch)
+        return self.step_probs(steps, batch)[0, :, -1], self.decode(steps, batch)[0, :, -1], state
 
     # -- shared behaviour (override where the paper says otherwise)
 

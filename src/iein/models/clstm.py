@@ -10,6 +10,9 @@ neighbours on both sides; a dense layer with ReLU and a softmax layer classify e
     z_i = dropout(ReLU(W_z h_i + b_z))                  (dense layer)
     logits_i = W_s z_i + b_s                            (softmax in the loss)
 
+``causal=true`` (for live use) reads forward only: h_i = LSTM_fwd(u_1..u_i), and
+:meth:`CLSTM.stream_step` carries the LSTM states from one utterance to the next.
+
 The logits are also the *emission scores* of the cLSTM+CRF model
 (:mod:`iein.models.clstm_crf`), which reuses :meth:`CLSTM.emissions` as it is.
 
@@ -34,15 +37,16 @@ PyTorch bc-LSTM (``declare-lab/conv-emotion``; its ``LSTMModel``, as in
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batching import Batch
 from ..encoders.base import UtteranceEncoder
 from ..errors import ConfigError
-from ..layers import BiRNN
+from ..layers import BiRNN, ForwardRNN
 from .base import ConversationModel, ModelConfig
 
 
@@ -74,9 +78,11 @@ class CLSTM(ConversationModel):
 
     def __init__(self, config: CLSTMConfig, encoder: UtteranceEncoder) -> None:
         super().__init__(config, encoder)
-        sizes = [encoder.output_dim] + [2 * config.hidden] * (config.layers - 1)
-        self.lstm = nn.ModuleList(BiRNN(d, config.hidden, cell="lstm") for d in sizes)
-        self.dense = nn.Linear(2 * config.hidden, config.dense)
+        width = config.hidden * (1 if config.causal else 2)
+        sizes = [encoder.output_dim] + [width] * (config.layers - 1)
+        rnn = ForwardRNN if config.causal else BiRNN
+        self.lstm = nn.ModuleList(rnn(d, config.hidden, cell="lstm") for d in sizes)
+        self.dense = nn.Linear(width, config.dense)
         self.classifier = nn.Linear(config.dense, config.n_labels)
 
     def emissions(self, u: Tensor, n_utts: Tensor) -> Tensor:
@@ -90,3 +96,18 @@ class CLSTM(ConversationModel):
 
     def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
         return [self.emissions(u, batch.n_utts)]
+
+    def stream_start(self) -> list[Any]:
+        return [None] * len(self.lstm)
+
+    def stream_emissions(self, u: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
+        """The causal emissions ``(1, L)`` of one new utterance ``u (d,)``, each LSTM layer one
+        step from its carried state."""
+        h, state = u[None], list(state)
+        for i, layer in enumerate(self.lstm):
+            h, state[i] = layer.step(h, state[i])
+        return self.classifier(F.relu(self.dense(h))), state
+
+    def stream_step(self, u: Tensor, speaker: int, state: list[Any]) -> tuple[Tensor, Tensor, list[Any]]:
+        logits, state = self.stream_emissions(u, state)
+        return torch.softmax(logits.float(), dim=-1), logits.argmax(-1), state

@@ -30,13 +30,18 @@ score s(y), an end score f(y) and transition scores A(y, y'),
   utterance on its own and may differ from the Viterbi path at some positions; the label
   reported is Viterbi's (:meth:`decode`), the probabilities are the marginals.
 
+``causal=true``: the cLSTM reads forward only, and an utterance's label and probabilities
+are the CRF's *filtering* distribution p(y_t | utterances 1..t) (the normalised forward
+scores alpha_t), which later utterances cannot change; Viterbi and the marginals read the
+whole dialogue.  Training is the same sequence likelihood.
+
 Padding: every recursion keeps the state of a dialogue unchanged past its last utterance
 (``torch.where`` on the dialogue mask), so padded positions never reach real ones.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -135,7 +140,10 @@ class CLSTMCRF(CLSTM):
         return loss, {"nll": float(loss.detach())}
 
     def decode(self, steps: list[Tensor], batch: Batch) -> Tensor:
-        """Viterbi label ids ``(B, 1, N)`` (0 at padded positions)."""
+        """Viterbi label ids ``(B, 1, N)`` (0 at padded positions); causal: the argmax of the
+        filtering distribution."""
+        if self.config.causal:
+            return self.step_probs(steps, batch).argmax(-1)
         emissions = steps[-1].float()
         paths = self.crf.decode(emissions, batch.mask)
         out = torch.zeros(emissions.shape[:2], dtype=torch.long)
@@ -144,5 +152,22 @@ class CLSTMCRF(CLSTM):
         return out.to(emissions.device).unsqueeze(1)
 
     def step_probs(self, steps: list[Tensor], batch: Batch) -> Tensor:
-        """Forward-backward marginals ``(B, 1, N, L)``."""
+        """Forward-backward marginals ``(B, 1, N, L)``; causal: the filtering distribution."""
+        if self.config.causal:
+            return torch.softmax(crf_forward(steps[-1].float(), batch.mask, self.crf), dim=-1).unsqueeze(1)
         return crf_marginals(steps[-1].float(), batch.mask, self.crf).unsqueeze(1)
+
+    def stream_start(self) -> tuple[list[Any], Tensor | None]:
+        return super().stream_start(), None
+
+    def stream_step(self, u: Tensor, speaker: int, state: tuple[list[Any], Tensor | None]
+                    ) -> tuple[Tensor, Tensor, tuple[list[Any], Tensor | None]]:
+        """One step of :func:`crf_forward` from the carried alpha_{t-1}."""
+        emission, lstm = self.stream_emissions(u, state[0])
+        emission, prev = emission.float(), state[1]
+        if prev is None:
+            alpha = self.crf.start_transitions + emission
+        else:
+            alpha = torch.logsumexp(prev.unsqueeze(2) + self.crf.transitions, dim=1) + emission
+        probs = torch.softmax(alpha, dim=-1)
+        return probs, probs.argmax(-1), (lstm, alpha)

@@ -34,6 +34,10 @@ the paper, this file follows the paper:
 * the sequential encoder is the paper's single-layer bidirectional GRU (the code's default
   is a two-layer bidirectional LSTM).
 
+``causal=true`` (for live use; not in the paper): the sequential encoder is a forward GRU
+(g_i has ``hidden`` dims), every utterance reads its past window only (``window_future`` is
+taken as 0) and eq. 5-6 attend to utterances j <= i only.
+
 As in the code (the paper's eq. 2 writes the self term separately as alpha_ii W_0 g_i),
 the self-loop is an ordinary relational edge (relation "same speaker, source not before
 the target") weighted by alpha_ii, and ``RGCNConv``'s root weight and bias add W_0 g_i + b.
@@ -52,7 +56,7 @@ from torch_geometric.utils import scatter, softmax
 from ..data.batching import Batch
 from ..encoders.base import UtteranceEncoder
 from ..errors import ConfigError, DataError
-from ..layers import BiGRU, length_mask
+from ..layers import BiGRU, ForwardRNN, causal_mask, length_mask
 from .base import ConversationModel, ModelConfig
 
 
@@ -206,9 +210,10 @@ class NodalAttention(nn.Module):
         super().__init__()
         self.w_beta = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, h: Tensor, mask: Tensor, causal: bool = False) -> Tensor:
         scores = self.w_beta(h) @ h.transpose(1, 2)  # (B, N, N): query i, key j
-        beta = torch.softmax(scores.masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
+        keys = mask[:, None, :] & causal_mask(h.size(1), h.device) if causal else mask[:, None, :]
+        beta = torch.softmax(scores.masked_fill(~keys, float("-inf")), dim=-1)
         return beta @ h
 
 
@@ -222,8 +227,8 @@ class DialogueGCN(ConversationModel):
 
     def __init__(self, cfg: DialogueGCNConfig, encoder: UtteranceEncoder) -> None:
         super().__init__(cfg, encoder)
-        dg = 2 * cfg.hidden
-        self.sequential = BiGRU(encoder.output_dim, cfg.hidden)  # section 3.3.1
+        dg = cfg.hidden * (1 if cfg.causal else 2)
+        self.sequential = (ForwardRNN if cfg.causal else BiGRU)(encoder.output_dim, cfg.hidden)  # section 3.3.1
         self.edge_attention = nn.Linear(dg, dg, bias=False)  # W_e of eq. 1
         # eq. 2; relation_id puts the 2M relations of one source speaker next to each other
         self.rgcn = EdgeWeightedRGCNConv(dg, cfg.graph_hidden, cfg.n_relations, cfg.num_bases,
@@ -236,7 +241,7 @@ class DialogueGCN(ConversationModel):
 
     def graph(self, batch: Batch) -> DialogueGraph:
         cfg = self.config
-        return build_edges(batch.n_utts, batch.speakers, cfg.window_past, cfg.window_future,
+        return build_edges(batch.n_utts, batch.speakers, cfg.window_past, 0 if cfg.causal else cfg.window_future,
                            n_parties=cfg.max_parties)
 
     def edge_weights(self, g: Tensor, graph: DialogueGraph) -> Tensor:
@@ -252,6 +257,7 @@ class DialogueGCN(ConversationModel):
         return F.relu(self.gcn(h1, graph.edge_index))  # eq. 3
 
     def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
+        cfg = self.config
         mask = length_mask(batch.n_utts, u.size(1))
         g = self.sequential(u, batch.n_utts)  # (B, N, 2*hidden); zero at padding
         h2 = self.speaker_level(g[mask], self.graph(batch))
@@ -259,6 +265,6 @@ class DialogueGCN(ConversationModel):
         graph_out[mask] = h2  # back to (B, N, graph_hidden), zero at padding
         h = torch.cat([g, graph_out], dim=-1)  # eq. 4
         if self.nodal_attention is not None:
-            h = self.nodal_attention(h, mask)  # eq. 5-6
+            h = self.nodal_attention(h, mask, cfg.causal)  # eq. 5-6
         hidden = self.dropout(F.relu(self.hidden_layer(h)))  # eq. 7
         return [self.classifier(hidden)]  # eq. 8 (softmax in the loss / step_probs)

@@ -31,6 +31,10 @@ because that is what the reported results come from:
   q_{s(u_t),t} (the paper names visual cues v_{i,t}, which text-only data lacks);
 * the classifier hidden layer is 2*D_h wide for the bidirectional model.
 
+``causal=true`` (for live use; not in the paper): no backward pass (whatever
+``bidirectional`` says) and eq. 12-13 attend to e_1 ... e_t only, so the label of u_t reads
+nothing after it.  Eq. 2 already attends to the past only.
+
 What we do differently from the code, without changing the function (eval-mode outputs
 match the authors' ``BiModel`` with the same weights up to float rounding; see
 ``bench/bench_context_speed.py`` for the speed):
@@ -59,7 +63,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..data.batching import Batch
 from ..encoders.base import UtteranceEncoder
 from ..errors import ConfigError
-from ..layers import gru_update, reverse_within_lengths
+from ..layers import causal_mask, gru_update, reverse_within_lengths
 from .base import ConversationModel, ModelConfig
 
 ContextAttention = Literal["general", "simple"]
@@ -100,7 +104,7 @@ class DialogueRNNConfig(ModelConfig):
 
     @property
     def directions(self) -> int:
-        return 2 if self.bidirectional else 1
+        return 2 if self.bidirectional and not self.causal else 1
 
 
 class DialogueRNNLayer(nn.Module):
@@ -244,10 +248,12 @@ class EmotionAttention(nn.Module):
         super().__init__()
         self.transform = nn.Linear(dim, dim)
 
-    def forward(self, e: Tensor, mask: Tensor) -> Tensor:
-        """``e (B, N, d)``, ``mask (B, N)`` -> ``(B, N, d)``."""
+    def forward(self, e: Tensor, mask: Tensor, causal: bool = False) -> Tensor:
+        """``e (B, N, d)``, ``mask (B, N)`` -> ``(B, N, d)``; ``causal``: query t reads keys
+        j <= t only."""
         scores = torch.bmm(self.transform(e), e.transpose(1, 2))  # (B, query t, key j)
-        beta = torch.softmax(scores.masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
+        keys = mask[:, None, :] & causal_mask(e.size(1), e.device) if causal else mask[:, None, :]
+        beta = torch.softmax(scores.masked_fill(~keys, float("-inf")), dim=-1)
         return torch.bmm(beta, e)
 
 
@@ -263,7 +269,7 @@ class DialogueRNN(ConversationModel):
         super().__init__(cfg, encoder)
         du = encoder.output_dim
         self.forward_rnn = DialogueRNNLayer(cfg, du)
-        self.backward_rnn = DialogueRNNLayer(cfg, du) if cfg.bidirectional else None
+        self.backward_rnn = DialogueRNNLayer(cfg, du) if cfg.directions == 2 else None
         width = cfg.directions * cfg.emotion_dim
         self.emotion_dropout = nn.Dropout(cfg.emotion_dropout)
         self.emotion_attention = EmotionAttention(width) if cfg.attention else None
@@ -284,6 +290,6 @@ class DialogueRNN(ConversationModel):
         """Logits ``[(B, N, L)]`` from utterance vectors ``u (B, N, d)``."""
         e = self.emotion_dropout(self.emotion_states(u, batch))
         if self.emotion_attention is not None:
-            e = self.emotion_attention(e, batch.mask)  # eq. 12-13
+            e = self.emotion_attention(e, batch.mask, self.config.causal)  # eq. 12-13
         hidden = self.dropout(F.relu(self.hidden(e)))  # eq. 8
         return [self.classifier(hidden)]  # eq. 9 (softmax in the loss / step_probs)

@@ -15,11 +15,16 @@ Variants (Table 3 of the paper) are a config switch, not a separate model:
 * ``variant="gold_label"``  one EC-Encoder pass whose emotion inputs are the gold labels of the
   *context*; an utterance never sees its own gold label (it sees its own initial prediction
   P^0 instead), otherwise the ablation would just copy the answer.
+
+``causal=true`` (not in the paper; for labelling a conversation while it happens): the
+EC-Encoder's GRU reads forward only and eq. 7 becomes h_i = h_fwd_i + [u_i; e_i], so P^k_i
+reads P^{k-1} and u of utterances 1..i only; :meth:`IEIN.stream_step` carries the T forward
+states, one GRU step per iteration for each new utterance.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 from ..data.batching import IGNORE, Batch
 from ..encoders.base import UtteranceEncoder
 from ..errors import ConfigError
-from ..layers import BiGRU, PackedRows, dropout_rows, gru_cell, packed_rows
+from ..layers import BiGRU, ForwardRNN, PackedRows, dropout_rows, gru_cell, packed_rows
 from .base import ConversationModel, ModelConfig
 
 Variant = Literal["iein", "no_label", "gold_label"]
@@ -93,7 +98,8 @@ class ECEncoder(nn.Module):
         dim = utterance_dim + (cfg.emotion_dim if use_emotion else 0)
         # eq. 4: e_i = sum_j p_i^j x_j is a bias-free linear map of p_i; its weight columns are x_j.
         self.emotion_embedding = nn.Linear(cfg.n_labels, cfg.emotion_dim, bias=False) if use_emotion else None
-        self.gru = BiGRU(dim, dim)  # eq. 5-6
+        self.causal = cfg.causal
+        self.gru = ForwardRNN(dim, dim) if cfg.causal else BiGRU(dim, dim)  # eq. 5-6
         self.classifier = nn.Linear(dim, cfg.n_labels)  # eq. 8 (softmax applied by the caller)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -111,15 +117,25 @@ class ECEncoder(nn.Module):
         if shared is not None:
             return self._forward_rows(p, shared)
         x = self.inputs(u, p)
-        fwd, bwd = self.gru(x, n_utts).chunk(2, dim=-1)
-        h = fwd + bwd + x  # eq. 7
+        if self.causal:
+            h = self.gru(x, n_utts) + x  # eq. 7, forward direction only
+        else:
+            fwd, bwd = self.gru(x, n_utts).chunk(2, dim=-1)
+            h = fwd + bwd + x  # eq. 7
         return self.classifier(self.dropout(h))
+
+    def step(self, u: Tensor, p: Tensor | None, state: Any) -> tuple[Tensor, Any]:
+        """The causal pass at one new utterance: ``u (1, du)``, ``p (1, L)`` and the GRU state
+        after the previous utterance -> its logits ``(1, L)`` and the new state."""
+        x = self.inputs(u, p)
+        h, state = self.gru.step(x, state)
+        return self.classifier(h + x), state
 
     def share(self, u: Tensor, n_utts: Tensor) -> SharedPass | None:
         """What the T passes of eq. 10 share, computed once: eq. 5-6's input projection is
         linear, ``W [u_i; e_i] = W_u u_i + W_e e_i``, and only e_i changes between passes.
         Only where the BiGRU runs as a packed scan (training on CPU); ``None`` elsewhere."""
-        if not self.gru.scans(u):
+        if self.causal or not self.gru.scans(u):
             return None
         batch, width, du = u.shape
         rows = packed_rows(n_utts, width)
@@ -150,6 +166,9 @@ class ECEncoder(nn.Module):
         """
         x_ctx = self.inputs(u, p_context)
         x_own = self.inputs(u, p_own)
+        if self.causal:  # the forward state before i, then one step on i's own input
+            fwd_prev = F.pad(self.gru(x_ctx, n_utts), (0, 0, 1, 0))[:, :-1]
+            return self.classifier(self.dropout(gru_cell(x_own, fwd_prev, self.gru.rnn) + x_own))
         fwd, bwd = self.gru(x_ctx, n_utts).chunk(2, dim=-1)
         # state *before* position i: forward shifted right, backward shifted left; padded
         # positions of `out` are zero, so the last real utterance starts from zero too.
@@ -201,6 +220,26 @@ class IEIN(ConversationModel):
         """Eq. 9-10 from the utterance vectors ``u (B, N, du)``: the logits of P^0 ... P^T.
         The Gold Label variant reads ``batch.labels`` (it is an oracle)."""
         return self.iterate(u, batch.n_utts, batch.labels if self.is_oracle else None)
+
+    def stream_start(self) -> list[Any]:
+        """One EC-Encoder GRU state per pass (T for IEIN, one for No Label), none yet."""
+        return [None] * (self.config.iterations if self.config.variant == "iein" else 1)
+
+    def stream_step(self, u: Tensor, speaker: int, state: list[Any]) -> tuple[Tensor, Tensor, list[Any]]:
+        """Eq. 9-10 at one new utterance, each pass one GRU step from its carried state."""
+        if self.is_oracle:
+            raise ConfigError("the gold_label variant cannot stream: it reads gold labels (an oracle)")
+        u = u[None] if self.project is None else self.project(u[None])
+        steps = [self.initial_classifier(u)]  # eq. 9
+        state = list(state)
+        if self.config.variant == "no_label":
+            logits, state[0] = self.ec_encoder.step(u, None, state[0])
+            steps.append(logits)
+        for k in range(len(state) if self.config.variant == "iein" else 0):  # eq. 10
+            logits, state[k] = self.ec_encoder.step(u, torch.softmax(steps[-1], dim=-1), state[k])
+            steps.append(logits)
+        logits = torch.cat(steps)
+        return torch.softmax(logits.float(), dim=-1), logits.argmax(-1), state
 
     def iterate(self, u: Tensor, n_utts: Tensor, gold: Tensor | None = None) -> list[Tensor]:
         cfg = self.config

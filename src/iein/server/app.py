@@ -1,4 +1,5 @@
-"""The HTTP service: ``POST /predict``, ``GET /health``, ``GET /model``, the page at ``/``.
+"""The HTTP service: ``POST /predict``, ``GET /health``, ``GET /model``, the page at ``/``, and
+the live WebSocket ``/stream`` (:mod:`iein.server.live`).
 
 Design points:
 
@@ -42,6 +43,7 @@ from .. import __version__
 from ..data.examples import TABLE5_EXAMPLE
 from ..errors import ConfigError, IeinError
 from ..utils import plural
+from .live import StreamLimits, add_stream_route
 
 __all__ = ["Limits", "create_app", "serve", "BodyLimitMiddleware", "InferenceBatcher", "LOOPBACK_HOSTS"]
 
@@ -372,9 +374,10 @@ def _read_asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
-def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
+def create_app(recognizer: Any, limits: Limits | None = None, stream_limits: StreamLimits | None = None) -> FastAPI:
     """The service around ``recognizer`` (an :class:`iein.recognizer.Recognizer`, or any
-    object with ``labels``, ``card`` and ``predict``)."""
+    object with ``labels``, ``card`` and ``predict``); ``/stream`` labels live conversations
+    when its model is causal (:mod:`iein.server.live`)."""
     from ..recognizer import OUTPUT_DIGITS, add_notes, round_probs  # here: it imports torch
 
     limits = limits or Limits()
@@ -385,6 +388,7 @@ def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
         "labels": labels,
         "steps": steps,
         "limits": asdict(limits),
+        "streams": bool(getattr(recognizer, "streams", False)),
         "card": dict(recognizer.card),
     })
     page = _read_asset("index.html")
@@ -418,6 +422,8 @@ def create_app(recognizer: Any, limits: Limits | None = None) -> FastAPI:
     )
     app.router.route_class = _JSONRoute  # the routes below parse JSON with _parse_json_body
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
+    add_stream_route(app, recognizer, stream_limits or StreamLimits(), limits.max_utterance_chars,
+                     limits.max_speaker_chars)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -225,6 +225,20 @@ for _ds, _window, _tokens, _epochs in (("iemocap", (4, 2), 128, 4), ("meld", (3,
     )
 
 
+#: Live models (label each utterance when it arrives): the dataset's preset with ``causal=true``
+#: (IEIN's EC-Encoder reads forward only), trained and selected exactly like it.  The MiniLM
+#: ones read each utterance alone, so their encoder is causal as it is.
+for _name in ("meld", "iemocap", "meld-minilm", "iemocap-minilm"):
+    _p = PRESETS[_name]
+    PRESETS[f"{_name}-live"] = Preset(
+        f"live (causal) form of {_name}: the EC-Encoder reads past and present utterances only, so a "
+        "label is final when its utterance arrives (`Recognizer.stream`, `iein predict --live`, the "
+        "service's /stream)",
+        arch=_p.arch, encoder=_p.encoder, model=dict(_p.model, causal=True), encoder_config=_p.encoder_config,
+        train=_p.train, stage1=_p.stage1,
+    )
+
+
 def default_preset(dataset: str, arch: str | None = None) -> str:
     """The preset a dataset gets without ``--preset``: ``<dataset>`` for IEIN,
     ``<dataset>-<arch>`` for a baseline where one exists, else the dataset's (or

@@ -1,4 +1,5 @@
-// IEIN page: parse "Speaker: text" lines, POST /predict, show the label of every step.
+// IEIN page: parse "Speaker: text" lines, POST /predict, show the label of every step;
+// with a causal model, a live mode over the /stream WebSocket.
 // No framework, no external assets; all text goes through textContent (never innerHTML).
 "use strict";
 (function () {
@@ -173,10 +174,68 @@
       if (typeof score("test") === "number") parts.push("test weighted F1 " + score("test").toFixed(1));
       else if (typeof score("dev") === "number") parts.push("dev weighted F1 " + score("dev").toFixed(1));
       info.textContent = parts.join(" · ");
+      $("live").hidden = !m.streams;
     } catch (err) {
       info.textContent = "Model card unavailable (" + err.message + ")";
     }
   }
+
+  // Live mode (a causal model only): one WebSocket session at /stream, opened by the first
+  // turn; each turn is answered with its final label.
+  let socket = null;
+  const pending = [];
+
+  function liveStatus(text, kind) {
+    const node = $("live-status");
+    node.textContent = text;
+    node.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function showTurn(m) {
+    const li = el("li", "turn");
+    li.dataset.index = String(m.index);
+    li.dataset.label = m.label;
+    li.append(el("span", "speaker", m.speaker), el("span", "text", m.text), labelChip(m.label),
+              el("span", "prob", pct(m.probs[m.label])));
+    $("live-turns").append(li);
+    liveStatus(m.index + 1 + " turn" + (m.index ? "s" : "") + " labelled.", "ok");
+  }
+
+  function openSocket() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + "/stream");
+    socket.addEventListener("message", (event) => {
+      const m = JSON.parse(event.data);
+      if (m.type === "ready") {
+        pending.splice(0).forEach((turn) => socket.send(JSON.stringify(turn)));
+      } else if (m.type === "label") {
+        showTurn(m);
+      } else if (m.type === "error") {
+        liveStatus("Error: " + m.message, "error");
+      }
+    });
+    socket.addEventListener("close", () => {
+      socket = null;
+    });
+  }
+
+  $("live-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const speaker = $("live-speaker").value.trim();
+    const text = $("live-text").value.trim();
+    if (!speaker) {
+      liveStatus("Type who speaks.", "error");
+      return;
+    }
+    const turn = { speaker: speaker, text: text };
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(turn));
+    else {
+      pending.push(turn);
+      if (!socket) openSocket();
+    }
+    $("live-text").value = "";
+    $("live-text").focus();
+  });
 
   form.addEventListener("submit", submit);
   textarea.addEventListener("keydown", (event) => {
