@@ -26,3 +26,6 @@ for seed in 0 1 2; do
     train "$ds-clstm-causal-seed$seed" "$ds" --preset "$ds-clstm" --set causal=true --seed "$seed"
   done
 done
+for seed in 0 1 2; do  # frozen MiniLM vectors (cached), IEIN reading forward only
+  train "iemocap-minilm-live-seed$seed" iemocap --preset iemocap-minilm-live --seed "$seed"
+done

@@ -5,13 +5,15 @@
 # ones resumed, so the script can be rerun after a kill.
 #   scripts/ctx_stage2.sh meld|iemocap [RUNS_DIR] [STAGE1_SEED] [VARIANTS]
 # e.g. scripts/ctx_stage2.sh meld runs 1 proj128   (the stage-2 seeds of stage-1 seed 1)
+# STAGE1=<file> TAG=<name part> use another stage-1 model, e.g. a longer one:
+#   STAGE1=runs/iemocap-minilm-ctx-stage1e8-seed0.safetensors TAG=-s1e8 scripts/ctx_stage2.sh iemocap
 set -euo pipefail
 ds=$1
 runs=${2:-runs}
 s1=${3:-0}
 variants=${4:-iein proj128 nolabel}
-stage1=$runs/$ds-minilm-ctx-stage1-seed$s1.safetensors
-tag=$([ "$s1" = 0 ] && echo "" || echo "-s1seed$s1")
+stage1=${STAGE1:-$runs/$ds-minilm-ctx-stage1-seed$s1.safetensors}
+tag=${TAG-$([ "$s1" = 0 ] && echo "" || echo "-s1seed$s1")}
 iein=${IEIN:-.venv/bin/iein}
 while [ ! -f "$stage1" ]; do sleep 30; done
 for seed in 0 1 2; do

@@ -459,14 +459,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .server import Limits, serve
+        from .server.live import StreamLimits
     except ImportError as exc:
         raise ConfigError(f"iein serve needs the 'serve' extra: pip install 'iein[serve]' ({exc})") from None
 
     given = dict(max_body_bytes=args.max_body_bytes, max_utterances=args.max_utterances,
                  max_utterance_chars=args.max_utterance_chars)
     limits = Limits(**{k: v for k, v in given.items() if v is not None})
+    live = dict(max_sessions=args.max_sessions, idle_seconds=args.idle_seconds)
+    stream_limits = StreamLimits(**{k: v for k, v in live.items() if v is not None})
     serve(model_names(args.model), host=args.host, port=args.port, limits=limits, threads=args.threads,
-          access_log=args.access_log, device=args.device)
+          access_log=args.access_log, device=args.device, stream_limits=stream_limits)
     return 0
 
 
@@ -606,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
     p.add_argument("--max-utterances", type=int, help="utterances per conversation (default 500)")
     p.add_argument("--max-utterance-chars", type=int, help="characters per utterance (default 5000)")
+    p.add_argument("--max-sessions", type=int, help="live sessions open at once on /stream (default 32; a causal "
+                   "model only)")
+    p.add_argument("--idle-seconds", type=float, help="a silent live session is closed after this (default 300)")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=cmd_serve)

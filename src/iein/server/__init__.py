@@ -12,5 +12,6 @@ Needs the ``serve`` extra: ``pip install 'iein[serve]'``.
 from __future__ import annotations
 
 from .app import Limits, create_app, serve
+from .live import StreamLimits
 
-__all__ = ["Limits", "create_app", "serve"]
+__all__ = ["Limits", "StreamLimits", "create_app", "serve"]

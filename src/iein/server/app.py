@@ -552,6 +552,7 @@ def serve(
     threads: int | None = None,
     access_log: bool = False,
     device: str = "cpu",
+    stream_limits: StreamLimits | None = None,
 ) -> None:
     """Load ``model`` (on ``device``) and serve it with uvicorn until interrupted (``iein serve``)."""
     import torch
@@ -566,7 +567,7 @@ def serve(
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {port}")
     recognizer = Recognizer.load(model, device=device)
-    app = create_app(recognizer, limits)
+    app = create_app(recognizer, limits, stream_limits)
     # The model and the interpreter's start-up objects live for the whole process: move them
     # out of the cyclic GC's view so that full collections (long pauses in the latency
     # tail under load) have less to walk.
@@ -575,7 +576,8 @@ def serve(
     if host not in LOOPBACK_HOSTS:
         print(f"warning: listening on {host}, reachable from other machines; the service has no "
               "authentication", file=sys.stderr)
-    print(f"iein serve: model {model} ({len(recognizer.labels)} labels) on http://{host}:{port}/",
+    live = "live sessions on ws://.../stream" if recognizer.streams else "no live mode (the model is not causal)"
+    print(f"iein serve: model {model} ({len(recognizer.labels)} labels) on http://{host}:{port}/; {live}",
           file=sys.stderr)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
                 server_header=False, proxy_headers=False)
