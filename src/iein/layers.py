@@ -220,6 +220,13 @@ class _BiGRUScan(torch.autograd.Function):
 RNN_CELLS: dict[str, type[nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
+def rnn_class(cell: str) -> type[nn.RNNBase]:
+    """The ``nn`` class of an RNN cell name (``gru``, ``lstm``)."""
+    if cell not in RNN_CELLS:
+        raise ValueError(f"unknown RNN cell {cell!r} (choices: {', '.join(RNN_CELLS)})")
+    return RNN_CELLS[cell]
+
+
 class BiRNN(nn.Module):
     """Bidirectional single-layer GRU or LSTM (``cell``) over right-padded sequences.
 
@@ -241,11 +248,9 @@ class BiRNN(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, cell: str = "gru") -> None:
         super().__init__()
-        if cell not in RNN_CELLS:
-            raise ValueError(f"unknown RNN cell {cell!r} (choices: {', '.join(RNN_CELLS)})")
         self.cell = cell
         self.hidden_size = hidden_size
-        rnn = RNN_CELLS[cell]
+        rnn = rnn_class(cell)
         self.fwd = rnn(input_size, hidden_size, batch_first=True)
         self.bwd = rnn(input_size, hidden_size, batch_first=True)
 
@@ -359,11 +364,9 @@ class ForwardRNN(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, cell: str = "gru") -> None:
         super().__init__()
-        if cell not in RNN_CELLS:
-            raise ValueError(f"unknown RNN cell {cell!r} (choices: {', '.join(RNN_CELLS)})")
         self.cell = cell
         self.hidden_size = hidden_size
-        self.rnn = RNN_CELLS[cell](input_size, hidden_size, batch_first=True)
+        self.rnn = rnn_class(cell)(input_size, hidden_size, batch_first=True)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``x (B, L, d)``, ``lengths (B,)`` -> ``(B, L, hidden)``, zero at padding."""
