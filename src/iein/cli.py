@@ -270,6 +270,16 @@ def cmd_export_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    """A trained model as a Hugging Face hub repository folder (checkpoint + model card)."""
+    from .sharing import export_model
+
+    out = export_model(args.model, args.dir, args.repo_id)
+    print(f"wrote {out}; share it with `hf upload {args.repo_id} {out}`, then load it anywhere with "
+          f"--model {args.repo_id}")
+    return 0
+
+
 def _check_predict_args(args: argparse.Namespace) -> None:
     """``iein predict``'s flags and input path, before torch (imported by the recognizer,
     seconds) is loaded; errors name the flag or the file."""
@@ -552,8 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label your own conversations (JSONL/CSV in, JSONL/CSV out, --trace table)")
     p.add_argument("input", nargs="?", default="-", metavar="INPUT",
                    help="conversations in the generic JSONL or CSV layout (see README); - or nothing for stdin")
-    p.add_argument("--model", action="append", help="checkpoint (.safetensors) or shipped model name (default: "
-                   "meld); repeat it for the ensemble of several (probabilities averaged)")
+    p.add_argument("--model", action="append", help="checkpoint (.safetensors), shipped model name or hub id "
+                   "org/name[@revision] (default: meld); repeat it for the ensemble of several (probabilities "
+                   "averaged)")
     p.add_argument("--format", choices=["jsonl", "csv"],
                    help="output format (default: csv if --out ends in .csv, else jsonl)")
     p.add_argument("--input-format", choices=["jsonl", "json", "csv"],
@@ -587,6 +598,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="new folder to write")
     p.set_defaults(func=cmd_export_encoder)
 
+    p = sub.add_parser("export-model", help="write a trained model as a Hugging Face hub repository folder "
+                       "(checkpoint + model card), ready for `hf upload`")
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors) or shipped model name")
+    p.add_argument("--repo-id", default="ORG/NAME", help="the hub id it will have, used in the model card's "
+                   "examples (default ORG/NAME)")
+    p.add_argument("dir", metavar="DIR", help="new folder to write")
+    p.set_defaults(func=cmd_export_model)
+
     p = sub.add_parser("data", help="download or inspect datasets")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("download", help="fetch official files and check their sha256")
@@ -601,8 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("serve", help="HTTP service and web page (POST /predict, GET /, /docs); needs iein[serve]")
-    p.add_argument("--model", action="append", help="checkpoint (.safetensors) or shipped model name (default: "
-                   "meld); repeat it for the ensemble of several (probabilities averaged)")
+    p.add_argument("--model", action="append", help="checkpoint (.safetensors), shipped model name or hub id "
+                   "org/name[@revision] (default: meld); repeat it for the ensemble of several (probabilities "
+                   "averaged)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

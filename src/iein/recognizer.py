@@ -90,13 +90,20 @@ def shipped_models() -> list[str]:
 
 
 def resolve_model(path_or_name: str | os.PathLike[str]) -> Path:
-    """A checkpoint path from a path or a shipped model name.
+    """A checkpoint path from a path, a hub id or a shipped model name.
 
-    An existing file, or anything that looks like a path (a folder separator or a
-    ``.safetensors`` suffix), is a path; otherwise it is a shipped model name.
+    An existing file is a path; ``org/name`` (or ``org/name@revision``) that is not one is an
+    iein model repository on the Hugging Face hub (:mod:`iein.hub`, downloaded once into its
+    cache); anything else that looks like a path (a folder separator or a ``.safetensors``
+    suffix) is a path; otherwise it is a shipped model name.
     """
+    from .hub import download_iein_model, parse_hub_id
+
     text = os.fspath(path_or_name)
     path = Path(text).expanduser()
+    ref = None if isinstance(path_or_name, os.PathLike) or path.exists() else parse_hub_id(text)
+    if ref is not None:
+        return download_iein_model(ref)[0]
     if isinstance(path_or_name, os.PathLike) or path.exists() or os.sep in text or "/" in text \
             or text.endswith(_SUFFIX):
         if not path.is_file():
@@ -243,7 +250,7 @@ class Recognizer:
         if self._loaded.vocab is not None:
             card["vocab_size"] = len(self._loaded.vocab)
         if self.path is not None:
-            side = self.path.with_suffix(".card.json")
+            side = self.path.with_suffix(".card.json")  # iein.safetensors -> iein.card.json (hub.CARD_FILE)
             if side.is_file():
                 try:
                     card["model_card"] = json.loads(side.read_text(encoding="utf-8"))

