@@ -73,7 +73,9 @@ def _serve(recognizer: Recognizer):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(recognizer, Limits()), log_level="warning", access_log=False,
+    # a lower character limit than the default, for the error-display test
+    config = uvicorn.Config(create_app(recognizer, Limits(max_utterance_chars=5000)), log_level="warning",
+                            access_log=False,
                             lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

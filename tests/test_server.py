@@ -522,3 +522,18 @@ def test_cli_serve_reports_a_missing_model(tmp_path: Path, capsys: pytest.Captur
 def test_cli_serve_rejects_bad_limits(model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["serve", "--model", str(model_path), "--max-utterances", "0"]) == 2
     assert "max_utterances" in capsys.readouterr().err
+
+
+def test_the_service_accepts_the_same_utterance_length_as_every_command(recognizer: Recognizer) -> None:
+    """One character limit everywhere (the readers' 1,000,000), refused in one line; the
+    service's own bound on top is the request body (1 MiB by default)."""
+    from iein.data.generic import MAX_UTTERANCE_CHARS
+
+    assert Limits().max_utterance_chars == MAX_UTTERANCE_CHARS
+    with TestClient(create_app(recognizer)) as c:
+        long = c.post("/predict", json={"utterances": [{"speaker": "A", "text": "okay " * 20_000}]})
+        assert long.status_code == 200 and long.json()["utterances"][0]["text"] == ("okay " * 20_000).strip()
+        huge = c.post("/predict", json={"utterances": [{"speaker": "A", "text": "x" * (MAX_UTTERANCE_CHARS + 1)}]})
+        assert huge.status_code == 422 and "1000000" in huge.json()["message"], huge.json()["message"]
+        over = c.post("/predict", json={"utterances": [{"speaker": "A", "text": "x" * (1 << 20)}]})
+        assert over.status_code == 413 and over.json()["error"] == "body_too_large"

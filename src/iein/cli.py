@@ -628,7 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
     p.add_argument("--max-utterances", type=int, help="utterances per conversation (default 500)")
-    p.add_argument("--max-utterance-chars", type=int, help="characters per utterance (default 5000)")
+    p.add_argument("--max-utterance-chars", type=int, help="characters per utterance (default 1000000, "
+                   "as every command; a request is also bounded by --max-body-bytes)")
     p.add_argument("--max-sessions", type=int, help="live sessions open at once on /stream (default 32; a causal "
                    "model only)")
     p.add_argument("--idle-seconds", type=float, help="a silent live session is closed after this (default 300)")

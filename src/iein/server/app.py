@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..data.examples import TABLE5_EXAMPLE
+from ..data.generic import MAX_UTTERANCE_CHARS
 from ..errors import ConfigError, IeinError
 from ..utils import plural
 from .live import StreamLimits, add_stream_route
@@ -73,8 +74,9 @@ class Limits:
     max_body_bytes: int = 1 << 20
     #: Utterances in one conversation.
     max_utterances: int = 500
-    #: Characters of one utterance's text.
-    max_utterance_chars: int = 5_000
+    #: Characters of one utterance's text: the readers' limit, as in every command (a request
+    #: is also bounded by ``max_body_bytes``).
+    max_utterance_chars: int = MAX_UTTERANCE_CHARS
     #: Characters of one speaker name.
     max_speaker_chars: int = 200
 
