@@ -83,3 +83,15 @@ def write_jsonl(path: Path, conversations) -> Path:
             utts = [{"speaker": u.speaker, "text": u.text, "label": u.label} for u in conv.utterances]
             fh.write(json.dumps({"id": conv.id, "utterances": utts}) + "\n")
     return path
+
+
+def stage1_file_in(folder: Path) -> Path:
+    """The stage-1 model a two-stage ``iein train`` keeps in its ``--out`` folder
+    (``<data>-<preset>-seed<N>-<hash>.safetensors``, see :func:`iein.training.pipeline.stage1_file`),
+    finished or, from its resume state, still to be written."""
+    import re
+
+    names = {re.sub(r"\.(best\.safetensors|resume\.pt)$", ".safetensors", p.name) for p in folder.iterdir()
+             if re.search(r"-seed\d+-[0-9a-f]{12}\.(safetensors|best\.safetensors|resume\.pt)$", p.name)}
+    assert len(names) == 1, f"expected one stage-1 model in {folder}, found {sorted(names)}"
+    return folder / names.pop()

@@ -20,7 +20,7 @@ from iein.training.batch_plan import POOL_BATCHES, epoch_order, item_length, lr_
 from iein.training.config import TrainConfig
 from iein.training.experiment import resolve_experiment
 from iein.training.trainer import PAUSE_ENV, prepare, side_files, train
-from tests.conftest import write_jsonl
+from tests.conftest import stage1_file_in, write_jsonl
 from tests.test_two_stage import _corpus
 from tests.test_transformer_encoder import make_tiny_bert
 
@@ -163,13 +163,13 @@ def test_two_stage_preset_killed_in_stage1_resumes_both_stages(tmp_path: Path, c
     proc = start_paused(args + ["--out", str(out)], "1", tmp_path)
     assert main(["train", *args, "--out", str(ref)]) == 0
     kill_when_paused(proc)
-    stage1 = out.with_name("m.stage1.safetensors")
+    stage1 = stage1_file_in(out.parent)
     assert side_files(stage1)[1].is_file() and not stage1.exists() and not out.exists()
     capsys.readouterr()
     assert main(["train", *args, "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err.strip().splitlines()[-1]
     assert main(["train", *args, "--out", str(out), "--resume"]) == 0
     assert "(resumed)" in capsys.readouterr().err
-    for a, b in ((stage1, ref.with_name("m.stage1.safetensors")), (out, ref)):
+    for a, b in ((stage1, stage1_file_in(ref.parent)), (out, ref)):
         got, want = load_file(str(a)), load_file(str(b))
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), a

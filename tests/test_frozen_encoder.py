@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from iein.checkpoint import load_checkpoint
 from iein.cli import main
+from tests.conftest import stage1_file_in
 from iein.data.conversation import Conversation, Utterance
 from iein.recognizer import Recognizer
 from tests.conftest import write_jsonl
@@ -127,12 +128,13 @@ def test_lora_stage1_ships_small(tmp_path, files):
 
 
 def test_two_stage_preset_trains_stage1_first_and_reuses_it(tmp_path, files, capsys):
-    """`--preset meld-dialoguernn` is two-stage: the CNN first (beside --out), then frozen."""
+    """`--preset meld-dialoguernn` is two-stage: the CNN first (in --out's folder), then frozen."""
     args = ["train", *_common(files), "--preset", "meld-dialoguernn", "--epochs", "1", *CNN_SMALL,
             "--set", "model.global_dim=6", "--set", "model.party_dim=6", "--set", "model.emotion_dim=6",
             "--set", "model.hidden_dim=6", "--out", str(tmp_path / "m.safetensors")]
     assert main(args) == 0
-    first = tmp_path / "m.stage1.safetensors"
+    first = stage1_file_in(tmp_path)
+    assert "-meld-cnn-seed0-" in first.name  # named by its experiment: shared by runs that need it
     err = capsys.readouterr().err
     assert f"stage 1 trains meld-cnn (cnn on glove-cnn) into {first}" in err
     assert load_checkpoint(first).model.model_type == "cnn"
@@ -161,7 +163,7 @@ def test_minilm_preset_is_two_stage_lora(tmp_path, files, capsys):
     out = tmp_path / "m.safetensors"
     assert main(["train", *common, "--preset", "meld-minilm", "--set", f"encoder.model={bert}", "--out", str(out)]) == 0
     assert "stage 1 trains meld-minilm-stage1 (cnn on transformer)" in capsys.readouterr().err
-    first = load_checkpoint(tmp_path / "m.stage1.safetensors").model.utterance_encoder
+    first = load_checkpoint(stage1_file_in(tmp_path)).model.utterance_encoder
     assert first.config.mode == "lora" and first.config.model == str(bert)
     enc = load_checkpoint(out).model.utterance_encoder
     assert enc.encoder_type == "frozen" and enc.config.inner_config["mode"] == "lora"

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import ConfigError, IeinError
@@ -81,28 +81,6 @@ def _default_out(corpus_name: str, args: argparse.Namespace, arch: str, seed: in
     return Path("runs") / f"{stem}{'' if arch == 'iein' else '-' + arch}-seed{seed}.safetensors"
 
 
-def _train_stage1(stage1: Any, corpus: Any, args: argparse.Namespace, out: Path, note: Callable[[str], None]) -> Path:
-    """Stage 1 of a two-stage preset, beside ``out``; an existing stage-1 file is reused
-    (``--force`` retrains it)."""
-    from .training.trainer import check_resume_state, check_stage1_data, prepare, side_files, train_stage1
-
-    path = out.with_name(f"{out.name[: -len(out.suffix)] if out.suffix else out.name}.stage1.safetensors")
-    # a killed stage 1 continues with --resume like any run (its epochs can be long)
-    resume = bool(args.resume) and side_files(path)[1].is_file()
-    if path.exists() and not args.force:
-        check_stage1_data(path, corpus)
-        note(f"two-stage preset: reusing stage 1 {path} (--force retrains it)")
-    else:
-        check_resume_state(path, args.resume, args.force)
-        if args.force and not resume and side_files(path)[1].is_file():
-            side_files(path)[1].unlink()  # --force: stage 1 starts over
-        note(f"two-stage preset: stage 1 trains {stage1.preset} ({stage1.arch} on {stage1.encoder}) into {path}"
-             + (" (resumed)" if resume else ""))
-    train_stage1(stage1, lambda: prepare(corpus, args.embeddings, stage1.encoder, stage1.encoder_config, log=note),
-                 path, force=args.force, resume=resume)
-    return path
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     _check_train_args(args)
     from .training.config import TrainConfig
@@ -112,7 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .evaluation.metrics import format_report
     from .training.distributed import env_rank
     from .training.experiment import parse_overrides, resolve_experiment
-    from .training.trainer import check_resume_state, prepare, side_files, train
+    from .training.pipeline import run_experiment
+    from .training.trainer import check_resume_state, check_stage1_data, prepare, side_files
     from .utils import atomic_write_json
 
     # Under torchrun every process runs this command; rank 0 alone prints and writes files.
@@ -135,8 +114,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         corpus = carve_dev(corpus, args.dev_fraction, exp.train.seed)
     if args.encoder_from is not None:
-        from .training.trainer import check_stage1_data
-
         check_stage1_data(args.encoder_from, corpus)
     out = Path(args.out) if args.out else _default_out(corpus.name, args, exp.arch, exp.train.seed)
     if out.exists() and not (args.force or args.resume):
@@ -150,21 +127,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.dataset and not args.preset:
         note("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "
              "better (see `iein presets`)")
-    stage1 = exp.stage1()
-    resume = args.resume
-    if stage1 is not None:
-        exp = exp.on_frozen_encoder(_train_stage1(stage1, corpus, args, out, note))
-        resume = args.resume and side_files(out)[1].is_file()  # --resume may have been stage 1's
-    data = prepare(corpus, args.embeddings, exp.encoder, exp.encoder_config, log=note)
-    note(f"training {out} (best-so-far in {side_files(out)[0].name}; the target is written when the run ends)")
     try:
-        result = train(data, exp, out=out, resume=resume)
+        done = run_experiment(exp, lambda enc, cfg: prepare(corpus, args.embeddings, enc, cfg, log=note),
+                              dataset=corpus.name, out=out, force=args.force, resume=args.resume,
+                              check_stage1=lambda path: check_stage1_data(path, corpus), log=note)
     except IeinError:
         if main_rank:
             raise
         return 2  # the same error is rank 0's to print
     if not main_rank:
         return 0
+    result, exp, data = done.result, done.experiment, done.data
     summary = result.summary()
     summary.update(experiment=exp.to_dict(), embeddings=data.provenance)
     atomic_write_json(out.with_suffix(".json"), summary)

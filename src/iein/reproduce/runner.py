@@ -24,7 +24,6 @@ The report (:mod:`.report`) reads this file and nothing else.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -362,7 +361,7 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from ..evaluation.evaluate import evaluate_model, predict_steps
-    from ..training.trainer import train
+    from ..training.pipeline import run_experiment
     from ..utils import torch_threads
 
     spec = RunSpec.from_dict(spec_dict)
@@ -370,13 +369,15 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     threads = int(opts.get("threads_per_worker", 1))
     t0 = time.perf_counter()
     with torch_threads(threads):
-        exp = spec.experiment(threads)
-        stage1 = _stage1(spec, exp, opts)
-        if stage1 is not None:
-            exp = exp.on_frozen_encoder(stage1["checkpoint"])
-        data = _prepared(spec.dataset, exp.encoder, exp.encoder_config)
+        planned = spec.experiment(threads)
+        # stage 1 (DialogueRNN, DialogueGCN: the dataset's CNN of the run's seed) is shared by the
+        # runs that freeze it; selection is on dev, as for every run, and test is not looked at
+        done = run_experiment(planned, lambda enc, cfg: _prepared(spec.dataset, enc, cfg), dataset=spec.dataset,
+                              stage1_dir=opts.get("stage1_dir") or "stage1", quick=spec.quick, resume=True,
+                              progress=False, evaluate_test=False)
+        result, exp, data = done.result, done.experiment, done.data
+        stage1 = done.stage1.record(planned.stage1()) if done.stage1 is not None else None
         cfg = exp.train
-        result = train(data, exp, out=None, progress=False, log=lambda _msg: None, evaluate_test=False)
         test_set = data.splits["test"]
         preds = predict_steps(result.model, test_set, cfg.eval_batch_size)
         exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
@@ -401,42 +402,11 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-#: Training settings newer than the stage-1 file-name hash: left out of the hash at their
-#: defaults, so the names of the stage-1 files already trained stay valid.
-ADDED_TRAIN_DEFAULTS: dict[str, Any] = {"batch_unit": "dialogues", "schedule": "constant", "warmup": 0.0}
-
-
 def stage1_path(spec: RunSpec, first: Any, folder: Path) -> Path:
-    """Where a run's stage-1 model lives: the name holds a hash of the stage-1 experiment (its
-    speed-only settings aside), so runs share it exactly when they would train the same one."""
-    train = {k: v for k, v in first.train.to_dict().items()
-             if k not in ("threads", "device") and not (k in ADDED_TRAIN_DEFAULTS and v == ADDED_TRAIN_DEFAULTS[k])}
-    ident = hashlib.sha256(json.dumps([spec.dataset, first.to_dict() | {"train": train}, spec.quick],
-                                      sort_keys=True).encode()).hexdigest()[:12]
-    return folder / f"{spec.dataset}-{first.preset}-seed{first.train.seed}-{ident}.safetensors"
+    """Where a run's stage-1 model lives (:func:`iein.training.pipeline.stage1_file`)."""
+    from ..training.pipeline import stage1_file
 
-
-def _stage1(spec: RunSpec, exp: Any, opts: dict[str, Any]) -> dict[str, Any] | None:
-    """Stage 1 of a two-stage preset (DialogueRNN, DialogueGCN): the dataset's CNN with the
-    run's seed, trained once into ``<out>/stage1/`` and shared by the runs that freeze it (the
-    file name holds a hash of its experiment, so a changed preset never reuses a stale one).
-    Selection is on dev, as for every run; test is not looked at."""
-    from ..training.trainer import train_stage1
-
-    first = exp.stage1()
-    if first is None:
-        return None
-    path = stage1_path(spec, first, Path(opts.get("stage1_dir") or "stage1"))
-    t0 = time.perf_counter()
-    info: dict[str, Any] = {"preset": first.preset, "arch": first.arch, "encoder": first.encoder,
-                            "checkpoint": str(path), "reused": path.exists()}
-    res = train_stage1(first, lambda: _prepared(spec.dataset, first.encoder, first.encoder_config), path,
-                       progress=False, log=lambda _msg: None, evaluate_test=False)
-    if res is not None:
-        info.update(best_epoch=res.best_epoch, epochs_run=res.epochs_run, stopped_by=res.stopped_by,
-                    dev_score=res.history[res.best_epoch - 1].get("dev_score"))
-    info["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    return info
+    return stage1_file(first, spec.dataset, folder, spec.quick)
 
 
 # --------------------------------------------------------------------------------------------

@@ -511,18 +511,6 @@ def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimize
     return sums
 
 
-def train_stage1(first: ExperimentConfig, data: Callable[[], PreparedData], path: Path, force: bool = False,
-                 **train_kwargs: Any) -> TrainResult | None:
-    """Stage 1 of a two-stage experiment (``ExperimentConfig.stage1()``) into ``path``, unless a
-    file is already there (``force`` retrains it): ``iein train`` and ``iein reproduce`` share
-    stage-1 files this way.  ``data`` prepares the corpus for the stage-1 encoder only when
-    training is needed.  None when the file was reused."""
-    if path.exists() and not force:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return train(data(), first, out=path, **train_kwargs)
-
-
 def _save_resume(path: Path, identity: str, model: ConversationModel, optim: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LRScheduler | None,
                  best_state: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
