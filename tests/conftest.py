@@ -95,3 +95,45 @@ def stage1_file_in(folder: Path) -> Path:
              if re.search(r"-seed\d+-[0-9a-f]{12}\.(safetensors|best\.safetensors|resume\.pt)$", p.name)}
     assert len(names) == 1, f"expected one stage-1 model in {folder}, found {sorted(names)}"
     return folder / names.pop()
+
+
+#: ``python -c`` program: ``iein train ARGV[2:]`` stopped by :class:`iein.training.callbacks.PauseAt` at ARGV[1]
+_PAUSED_TRAIN = ("import sys; from iein.cli import main; from iein.training.callbacks import PauseAt; "
+                 "sys.exit(main(['train', *sys.argv[2:]], callbacks=[PauseAt(sys.argv[1])]))")
+
+
+def start_paused_train(args: list[str], point: str, env: dict | None = None):
+    """``iein train ARGS`` in a fresh process that stops at ``point`` (``"E"`` after epoch E,
+    ``"E.B"`` after step B of epoch E), for :func:`kill_when_paused`."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _PAUSED_TRAIN, point, *args], env=dict(os.environ, **(env or {})),
+                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def kill_when_paused(proc, timeout: float = 600) -> list[str]:
+    """Wait for the pause announcement, then SIGKILL; the process's stderr lines."""
+    import os
+    import signal
+    import threading
+
+    from iein.training.callbacks import PAUSED
+
+    lines: list[str] = []
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if line.startswith(PAUSED):
+                break
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert lines and lines[-1].startswith(PAUSED), "run ended before its pause point:\n" + "\n".join(lines)
+    assert proc.returncode == -signal.SIGKILL
+    return lines

@@ -3,10 +3,7 @@ schedule, and a stage-1 fine-tune with both, killed and resumed, on a tiny rando
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +16,8 @@ from iein.errors import ConfigError
 from iein.training.batch_plan import POOL_BATCHES, epoch_order, item_length, lr_schedule, utterance_items
 from iein.training.config import TrainConfig
 from iein.training.experiment import resolve_experiment
-from iein.training.trainer import PAUSE_ENV, prepare, side_files, train
-from tests.conftest import stage1_file_in, write_jsonl
+from iein.training.trainer import prepare, side_files, train
+from tests.conftest import kill_when_paused, stage1_file_in, start_paused_train, write_jsonl
 from tests.test_two_stage import _corpus
 from tests.test_transformer_encoder import make_tiny_bert
 
@@ -114,19 +111,8 @@ def stage1_args(tmp_path: Path) -> list[str]:
 
 
 def start_paused(args: list[str], pause_at: str, tmp_path: Path) -> subprocess.Popen:
-    """``iein train ARGS`` in a fresh process that pauses at ``pause_at`` (the trainer's test hook)."""
-    env = dict(os.environ, **{PAUSE_ENV: pause_at}, IEIN_CACHE_DIR=str(tmp_path / "iein-cache"))
-    return subprocess.Popen([sys.executable, "-m", "iein", "train", *args], env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def kill_when_paused(proc: subprocess.Popen) -> None:
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith(f"{PAUSE_ENV}="):
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    """``iein train ARGS`` in a fresh process that pauses at ``pause_at`` (a PauseAt callback)."""
+    return start_paused_train(args, pause_at, env={"IEIN_CACHE_DIR": str(tmp_path / "iein-cache")})
 
 
 @pytest.mark.slow  # a fresh interpreter (torch + transformers import)

@@ -1,7 +1,7 @@
 """``iein train --resume`` after a real SIGKILL, mid-epoch and between epochs.
 
 A run is started as its own process (``python -m iein train``) and killed with SIGKILL at a
-known point (the trainer's ``IEIN_TEST_PAUSE_AT`` hook makes it sleep there); ``--resume``
+known point (a :class:`~iein.training.callbacks.PauseAt` callback makes it sleep there); ``--resume``
 continues it.  The result must be what the same command gives uninterrupted: every weight
 ``torch.equal``, the same dev/test scores and the same history (apart from timings), with
 at most the unfinished epoch redone.  Bad resume states are one ``error:`` line.
@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,8 @@ from safetensors.torch import load_file
 
 from iein.cli import main
 from iein.errors import CheckpointError
-from iein.training.trainer import PAUSE_ENV, RESUME_FORMAT, load_resume_state, read_resume_state, side_files
+from tests.conftest import kill_when_paused, start_paused_train
+from iein.training.trainer import RESUME_FORMAT, load_resume_state, read_resume_state, side_files
 
 #: Tiny IEIN, 5 batches an epoch, dropout on (so the RNG states must be restored too).
 TRAIN_ARGS = ["--set", "encoder.hidden=8", "--set", "emotion_dim=4", "--set", "batch_size=8", "--set", "lr=0.01",
@@ -47,31 +45,8 @@ def corpus_args(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def start(args: list[str], pause_at: str) -> subprocess.Popen:
-    """``python -m iein train ARGS`` in a fresh process that pauses at ``pause_at``."""
-    env = dict(os.environ, **{PAUSE_ENV: pause_at})
-    return subprocess.Popen([sys.executable, "-m", "iein", "train", *args], env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def kill_when_paused(proc: subprocess.Popen, timeout: float = 600) -> list[str]:
-    """Wait for the pause announcement, then SIGKILL; the process's stderr lines."""
-    lines: list[str] = []
-    watchdog = threading.Timer(timeout, proc.kill)
-    watchdog.start()
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip("\n"))
-            if line.startswith(f"{PAUSE_ENV}="):
-                break
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert lines and lines[-1].endswith(": paused"), "run ended before its pause point:\n" + "\n".join(lines)
-    assert proc.returncode == -signal.SIGKILL
-    return lines
+    """``iein train ARGS`` in a fresh process that pauses at ``pause_at``."""
+    return start_paused_train(args, pause_at)
 
 
 def epochs_logged(lines: list[str]) -> list[int]:

@@ -4,10 +4,6 @@ state never silently discarded; and labels that differ only in case refused."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,8 @@ import torch
 
 from iein.cli import main
 from iein.data.conversation import Conversation, Utterance
-from iein.training.trainer import PAUSE_ENV, side_files
+from iein.training.trainer import side_files
+from tests.conftest import kill_when_paused, start_paused_train
 from tests.conftest import write_jsonl
 
 ARGS = ["--set", "encoder.hidden=8", "--set", "emotion_dim=4", "--set", "batch_size=8", "--threads", "1",
@@ -39,20 +36,7 @@ def corpus(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[
 def killed(corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     """A run killed right after its epoch-1 resume state was written: (out, the state's bytes)."""
     out = tmp_path_factory.mktemp("killed") / "run.safetensors"
-    proc = subprocess.Popen([sys.executable, "-m", "iein", "train", *corpus, *ARGS, "--out", str(out)],
-                            env=dict(os.environ, **{PAUSE_ENV: "1"}), text=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    watchdog = threading.Timer(600, proc.kill)
-    watchdog.start()
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith(f"{PAUSE_ENV}="):
-                break
-    finally:
-        watchdog.cancel()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when_paused(start_paused_train([*corpus, *ARGS, "--out", str(out)], "1"))
     state = side_files(out)[1]
     assert state.is_file() and not out.exists()
     return out, state.read_bytes()

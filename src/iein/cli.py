@@ -130,7 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         done = run_experiment(exp, lambda enc, cfg: prepare(corpus, args.embeddings, enc, cfg, log=note),
                               dataset=corpus.name, out=out, force=args.force, resume=args.resume,
-                              check_stage1=lambda path: check_stage1_data(path, corpus), log=note)
+                              check_stage1=lambda path: check_stage1_data(path, corpus), log=note,
+                              callbacks=args.callbacks)
     except IeinError:
         if main_rank:
             raise
@@ -654,8 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
+    """Run one command; ``callbacks`` (:mod:`iein.training.callbacks`) go to the trainings that
+    ``iein train`` starts (tests stop a run at a known point with them)."""
     args = build_parser().parse_args(argv)
+    args.callbacks = list(callbacks)
     try:
         return int(args.func(args) or 0)
     except IeinError as exc:

@@ -1,4 +1,5 @@
-"""One trainer for every model on every encoder (flair's ``ModelTrainer(model, corpus)``).
+"""One trainer for every model on every encoder (flair's ``ModelTrainer(model, corpus)``);
+:func:`train` reads top to bottom: build, restore, one epoch, end of epoch, finish.
 
 Honest model selection: the best epoch is chosen on dev only (the one early-stopping rule
 of :mod:`iein.training.early_stopping`); the test split is scored once, with the selected
@@ -26,10 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
-import os
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,16 +44,19 @@ from ..data.batching import EncodedConversation, encode_with
 from ..data.conversation import Conversation, Corpus
 from ..encoders.base import Featurizer
 from ..encoders.registry import get_encoder_class
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..evaluation.evaluate import evaluate_model, selection_metric
 from ..models.base import ConversationModel
 from ..models.registry import build_model
-from ..utils import atomic_path, plural, remove_stale_temporaries, set_seed
+from ..utils import plural, remove_stale_temporaries, set_seed, torch_threads
 from . import distributed
 from .batch_plan import epoch_order, lr_schedule, n_steps, utterance_items
+from .callbacks import Callback
 from .config import TrainConfig
 from .early_stopping import EarlyStopping, cut_by_cap
 from .experiment import ExperimentConfig
+from .resume_state import (RESUME_FORMAT, check_resume_state, load_resume_state, read_resume_state,  # noqa: F401
+                           rng_state, save_resume_state, set_rng_state, side_files)
 
 Log = Callable[[str], None]
 
@@ -195,13 +196,6 @@ def build_for(data: PreparedData, exp: ExperimentConfig, pretrained: bool = True
     return build_model(exp.arch, model_cfg, exp.encoder, enc_cfg, featurizer=data.featurizer, pretrained=pretrained)
 
 
-def side_files(out: str | Path) -> tuple[Path, Path]:
-    """``(best-so-far checkpoint, resume state)`` of a run writing to ``out``."""
-    out = Path(out)
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    return out.with_name(f"{stem}.best.safetensors"), out.with_name(f"{stem}.resume.pt")
-
-
 def run_identity(data: PreparedData, exp: ExperimentConfig) -> str:
     """What a resume state must match: the experiment (minus speed-only settings), the data
     and the code version."""
@@ -213,104 +207,6 @@ def run_identity(data: PreparedData, exp: ExperimentConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _rng_state(rng: np.random.Generator, device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": json.dumps(rng.bit_generator.state),
-             "python": json.dumps(random.getstate()), "numpy_global": json.dumps(
-                 [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]])}
-    if device.type == "cuda":  # dropout on a GPU draws from the device's generator
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(states: list[dict[str, Any]], rng: np.random.Generator, seed: int,
-                   ctx: distributed.Context) -> None:
-    """Every RNG as saved after the last finished epoch.  The data order (numpy) is rank 0's
-    on every process; each process gets back its own torch stream (dropout) when the
-    number of processes is unchanged, else a fresh one derived from the seed and the rank."""
-    state = states[0]
-    own = states[ctx.rank] if ctx.rank < len(states) else None
-    if own is not None:
-        torch.set_rng_state(own["torch"])
-        if ctx.device.type == "cuda" and "cuda" in own:
-            torch.cuda.set_rng_state(own["cuda"], ctx.device)
-    else:  # resumed with more processes than saved the state
-        distributed.seed_rank(seed, ctx)
-    rng.bit_generator.state = json.loads(state["numpy"])
-    py = json.loads(state["python"])
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    g = json.loads(state["numpy_global"])
-    np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), *g[2:]))
-
-
-#: Version of the resume-state layout (2: one RNG state per process; 3: the state's bytes
-#: inside a checksummed envelope).
-RESUME_FORMAT = "iein-resume/3"
-#: Read for states written before the envelope (not verifiable: train() says so).
-UNCHECKED_RESUME_FORMAT = "iein-resume/2"
-START_OVER = "remove it (or rerun without --resume, with --force) to start over"
-
-
-def _torch_load(source: Any) -> Any:
-    """``torch.load`` of plain tensors and containers only; torch's own warnings (e.g. about
-    a pickle it refuses) are not shown, since the caller turns any failure into one line."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(source, map_location="cpu", weights_only=True)
-
-
-def load_resume_state(path: Path, identity: str) -> dict[str, Any]:
-    """A resume state (:func:`read_resume_state`) whose identity is this run's; errors are
-    one line."""
-    state = read_resume_state(path)
-    if state.get("identity") != identity:
-        raise CheckpointError(f"{path}: resume state is from a different configuration, data or iein "
-                              "version; remove it (or drop --resume) to start over")
-    return state
-
-
-def read_resume_state(path: Path) -> dict[str, Any]:
-    """A resume state, its checksum verified; errors are one line.  The envelope
-    ``{format, sha256, payload}`` holds the state's own ``torch.save`` bytes, so a flipped
-    bit anywhere in the weights, the optimiser, the RNG states or the history is caught
-    before any of it is used."""
-    try:
-        outer = _torch_load(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise CheckpointError(f"{path}: unreadable resume state (corrupted or truncated?): "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; {START_OVER}") from None
-    found = outer.get("format") if isinstance(outer, dict) else None
-    if found == RESUME_FORMAT:
-        payload = outer.get("payload")
-        if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8 or payload.dim() != 1:
-            raise CheckpointError(f"{path}: corrupted resume state (no payload); {START_OVER}")
-        data = payload.numpy().tobytes()
-        if hashlib.sha256(data).hexdigest() != outer.get("sha256"):
-            raise CheckpointError(f"{path}: resume state checksum mismatch (the file is corrupted); {START_OVER}")
-        try:
-            state = _torch_load(io.BytesIO(data))
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{path}: unreadable resume state: {exc}; {START_OVER}") from None
-    elif found == UNCHECKED_RESUME_FORMAT:
-        state = dict(outer, unverified=True)
-    else:
-        raise CheckpointError(f"{path}: not an iein resume state" + (f" of this version ({found}, this iein "
-                              f"reads {RESUME_FORMAT}); remove it to start over" if found else ""))
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: corrupted resume state (not a mapping); {START_OVER}")
-    return state
-
-
-def check_resume_state(out: str | Path, resume: bool, force: bool) -> None:
-    """A run writing to ``out`` whose resume state exists (a killed run) must say what to do
-    with it: continue (``resume``) or start over (``force``, which discards it)."""
-    state = side_files(out)[1]
-    if state.is_file() and not resume and not force:
-        raise ConfigError(f"{state} holds the state of a killed run: pass --resume to continue it, or --force "
-                          "to start over (the state is then discarded)")
-
-
 def train(
     data: PreparedData,
     exp: ExperimentConfig,
@@ -320,164 +216,193 @@ def train(
     evaluate_test: bool = True,
     resume: bool = False,
     extra_meta: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``exp`` on ``data['train']``, select on ``data['dev']``, score ``data['test']``.
 
     With ``out``, the best model so far and a per-epoch resume state are kept beside it
-    (module doc), and ``out`` is written when the run ends.  ``resume`` continues from the
-    resume state (refused if it belongs to another configuration or data)."""
+    (:mod:`.resume_state`), and ``out`` is written when the run ends.  ``resume`` continues
+    from the resume state (refused if it belongs to another configuration or data).
+    ``callbacks`` (:mod:`.callbacks`) are called after every step and every epoch."""
     cfg = exp.train
     if not data.splits.get("dev"):
         raise ConfigError("no dev conversations: model selection needs a dev split")
-    if progress is None:
-        progress = sys.stderr.isatty()
-    exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r}: CUDA is not available on this machine")
     ctx = distributed.init(cfg.device)  # single process unless started by torchrun
     distributed.check_batch_size(cfg.batch_size, ctx)
-    device = ctx.device
+    if progress is None:
+        progress = sys.stderr.isatty()
     if not ctx.is_main:  # rank 0 logs and writes every file
         log, progress = (lambda _: None), False
-    best_path, resume_path = side_files(out) if out is not None and ctx.is_main else (None, None)
-    for side in (best_path, resume_path):
-        if side is not None:  # temporaries of a write that a kill interrupted
-            remove_stale_temporaries(side.parent, side.name)
-    identity = run_identity(data, exp)
-    pause_at = os.environ.get(PAUSE_ENV)
+    with torch_threads(cfg.threads):
+        run = _Run(data, exp, out, ctx, log, progress, list(callbacks), extra_meta)
+        if resume:
+            run.restore()
+        stopped = bool(run.history) and run.stopper.should_stop(len(run.history))
+        for epoch in range(len(run.history) + 1, cfg.max_epochs + 1):
+            if stopped:
+                break
+            stopped = run.end_of_epoch(epoch, *run.one_epoch(epoch))
+        return run.finish(stopped, evaluate_test)
 
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+
+class _Run:
+    """One training run's state, in the order a run uses it: built (model, optimiser,
+    schedule, batches), restored from a resume state, one epoch at a time, finished."""
+
+    def __init__(self, data: PreparedData, exp: ExperimentConfig, out: str | Path | None, ctx: distributed.Context,
+                 log: Log, progress: bool, callbacks: list[Callback], extra_meta: dict[str, Any] | None) -> None:
+        cfg = self.cfg = exp.train
+        self.data, self.exp, self.out, self.ctx, self.log, self.progress = data, exp, out, ctx, log, progress
+        self.callbacks = callbacks
+        self.best_path, self.resume_path = side_files(out) if out is not None and ctx.is_main else (None, None)
+        for side in (self.best_path, self.resume_path):
+            if side is not None:  # temporaries of a write that a kill interrupted
+                remove_stale_temporaries(side.parent, side.name)
+        self.identity = run_identity(data, exp)
+        self.exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
         set_seed(cfg.seed)
-        model = build_for(data, exp).to(device)
+        self.model = build_for(data, exp).to(ctx.device)
         distributed.seed_rank(cfg.seed, ctx)
-        optim = build_optimizer(model, cfg)
-        if cfg.class_weighting != "none" and not model.supports_class_weight:
+        self.optim = build_optimizer(self.model, cfg)
+        if cfg.class_weighting != "none" and not self.model.supports_class_weight:
             raise ConfigError(f"class_weighting {cfg.class_weighting!r}: model {exp.arch} has no per-utterance "
                               "loss to weight (use class_weighting=none)")
         weight = class_weights(data.splits["train"], len(data.labels), cfg.class_weighting)
-        weight = weight.to(device) if weight is not None else None
-        rng = np.random.default_rng(cfg.seed)
-        train_set, dev_set = data.splits["train"], data.splits["dev"]
+        self.weight = weight.to(ctx.device) if weight is not None else None
+        self.rng = np.random.default_rng(cfg.seed)
+        self.train_set = data.splits["train"]
         if cfg.batch_unit == "utterances":
-            if model.reads_context:
+            if self.model.reads_context:
                 raise ConfigError(f"batch_unit 'utterances': model {exp.arch} reads the dialogue around each "
                                   "utterance, so it trains on whole dialogues (batch_unit=dialogues)")
-            train_set = utterance_items(train_set)
-        n_batches = n_steps(len(train_set), cfg.batch_size)
-        sched = lr_schedule(optim, cfg, n_batches)
-        collate = model.utterance_encoder.collate
+            self.train_set = utterance_items(self.train_set)
+        self.n_batches = n_steps(len(self.train_set), cfg.batch_size)
+        self.sched = lr_schedule(self.optim, cfg, self.n_batches)
+        self.stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.net = distributed.wrap(self.model, ctx)  # what trains; ``model`` is evaluated and saved
+        self.meta = _checkpoint_meta(data, exp, extra_meta)
 
-        stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
-        best_state: dict[str, torch.Tensor] | None = None
-        history: list[dict[str, Any]] = []
-        start_epoch = 1
-        if resume:
-            def read_state() -> dict[str, Any]:
-                if out is None or not side_files(out)[1].is_file():
-                    raise ConfigError(f"--resume: no resume state {side_files(out)[1] if out else ''} "
-                                      "(nothing to continue)")
-                return load_resume_state(side_files(out)[1], identity)
+    def restore(self) -> None:
+        """Continue from the resume state beside ``out`` (read on rank 0: its node may be the
+        only one that has it)."""
+        out = self.out
 
-            st = distributed.from_main(read_state, ctx)  # read on rank 0 (its node may be the only one with it)
-            if st.get("unverified"):
-                log(f"note: {side_files(out)[1]} was written before resume states were checksummed: not verified")
-            model.load_state_dict(st["model"])
-            optim.load_state_dict(st["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(st["scheduler"])
-            best_state = st["best_model"]
-            history = json.loads(st["history"])
-            stopper.best_score, stopper.best_epoch = float(st["best_score"]), int(st["best_epoch"])
-            _set_rng_state(st["rng"], rng, cfg.seed, ctx)
-            start_epoch = len(history) + 1
-            log(f"resuming after epoch {len(history)} (best epoch {stopper.best_epoch}) from {side_files(out)[1]}")
-        net = distributed.wrap(model, ctx)  # what trains; ``model`` is evaluated and saved
-        meta = _checkpoint_meta(data, exp, extra_meta)
-        metric_name = "micro-F1 excl." if exclude else "w-F1"
-        stopped = bool(history) and stopper.should_stop(len(history))
-        for epoch in range(start_epoch, cfg.max_epochs + 1):
-            if stopped:
-                break
-            t0 = time.perf_counter()
-            model.train()
-            order = epoch_order(train_set, cfg, rng)  # the same on every process
-            bar = tqdm(distributed.rank_batches(train_set, order, cfg.batch_size, collate, ctx), total=n_batches,
-                       desc=f"epoch {epoch}", leave=False, disable=not progress)
-            sums = _train_epoch(net, bar, optim, sched, weight, ctx, cfg.clip_norm, epoch, pause_at,
-                                note=None if progress else log)
-            train_seconds = time.perf_counter() - t0
-            sums = distributed.all_sum(sums, ctx)  # each process added its share of the global means
-            dev = None
-            row: dict[str, Any] | None = None
-            if ctx.is_main:
-                dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
-                _, score = selection_metric(dev)
-                row = {k: v / n_batches for k, v in sums.items()}
-                row.update(epoch=epoch, dev_step_wf1=[s["weighted_f1"] for s in dev["steps"]], dev_score=score,
-                           seconds=round(train_seconds, 2))
-            row = distributed.broadcast(row, ctx)  # rank 0's dev score decides on every process
-            assert row is not None
-            score = row["dev_score"]
-            history.append(row)
-            improved = stopper.update(epoch, score)
-            if improved:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if best_path is not None:
-                    save_checkpoint(best_path, model, data.labels, **meta, best_epoch=epoch, dev=dev)
-            terms = ", ".join(f"{k} {row[k]:.4f}" for k in sums if k != "loss")
-            steps_txt = "/".join(f"{x:.2f}" for x in row["dev_step_wf1"])
-            log(f"epoch {epoch:3d} | loss {row['loss']:.4f}{f' ({terms})' if terms else ''} | dev {metric_name} "
-                f"{score:.2f} | dev w-F1 per step {steps_txt} | {train_seconds:.1f}s{' *' if improved else ''}")
-            stopped = stopper.should_stop(epoch)
-            if out is not None:
-                rng_states = distributed.all_gather(_rng_state(rng, device), ctx)  # every process's dropout stream
-                if resume_path is not None:
-                    _save_resume(resume_path, identity, model, optim, sched, best_state, history, stopper, rng_states)
-            if stopped:
-                log(f"early stop: no dev improvement for {plural(cfg.patience, 'epoch')} (best epoch {stopper.best_epoch})")
-            if pause_at == f"{epoch}":
-                _pause(pause_at)
+        def read_state() -> dict[str, Any]:
+            if out is None or not side_files(out)[1].is_file():
+                raise ConfigError(f"--resume: no resume state {side_files(out)[1] if out else ''} "
+                                  "(nothing to continue)")
+            return load_resume_state(side_files(out)[1], self.identity)
 
-        if best_state is None:
+        st = distributed.from_main(read_state, self.ctx)
+        assert out is not None
+        if st.get("unverified"):
+            self.log(f"note: {side_files(out)[1]} was written before resume states were checksummed: not verified")
+        self.model.load_state_dict(st["model"])
+        self.optim.load_state_dict(st["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(st["scheduler"])
+        self.best_state = st["best_model"]
+        self.history = json.loads(st["history"])
+        self.stopper.best_score, self.stopper.best_epoch = float(st["best_score"]), int(st["best_epoch"])
+        set_rng_state(st["rng"], self.rng, self.cfg.seed, self.ctx)
+        self.log(f"resuming after epoch {len(self.history)} (best epoch {self.stopper.best_epoch}) from "
+                 f"{side_files(out)[1]}")
+
+    def one_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """Train one epoch: the loss sums over every process, and the seconds it took."""
+        t0 = time.perf_counter()
+        self.model.train()
+        order = epoch_order(self.train_set, self.cfg, self.rng)  # the same on every process
+        batches = distributed.rank_batches(self.train_set, order, self.cfg.batch_size,
+                                           self.model.utterance_encoder.collate, self.ctx)
+        bar = tqdm(batches, total=self.n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
+        sums = _train_epoch(self.net, bar, self.optim, self.sched, self.weight, self.ctx, self.cfg.clip_norm, epoch,
+                            self.callbacks, note=None if self.progress else self.log)
+        seconds = time.perf_counter() - t0
+        return distributed.all_sum(sums, self.ctx), seconds  # each process added its share of the global means
+
+    def end_of_epoch(self, epoch: int, sums: dict[str, float], seconds: float) -> bool:
+        """Score dev (rank 0 decides for every process), keep the best model, log, write the
+        resume state, call the callbacks; whether early stopping ends the run here."""
+        dev, row = None, None
+        if self.ctx.is_main:
+            dev = evaluate_model(self.model, self.data.splits["dev"], self.data.labels, self.exclude,
+                                 self.cfg.eval_batch_size)
+            _, score = selection_metric(dev)
+            row = {k: v / self.n_batches for k, v in sums.items()}
+            row.update(epoch=epoch, dev_step_wf1=[s["weighted_f1"] for s in dev["steps"]], dev_score=score,
+                       seconds=round(seconds, 2))
+        row = distributed.broadcast(row, self.ctx)
+        assert row is not None
+        self.history.append(row)
+        improved = self.stopper.update(epoch, row["dev_score"])
+        if improved:
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            if self.best_path is not None:
+                save_checkpoint(self.best_path, self.model, self.data.labels, **self.meta, best_epoch=epoch, dev=dev)
+        terms = ", ".join(f"{k} {row[k]:.4f}" for k in sums if k != "loss")
+        metric_name = "micro-F1 excl." if self.exclude else "w-F1"
+        self.log(f"epoch {epoch:3d} | loss {row['loss']:.4f}{f' ({terms})' if terms else ''} | dev {metric_name} "
+                 f"{row['dev_score']:.2f} | dev w-F1 per step {'/'.join(f'{x:.2f}' for x in row['dev_step_wf1'])} | "
+                 f"{seconds:.1f}s{' *' if improved else ''}")
+        stopped = self.stopper.should_stop(epoch)
+        if self.out is not None:
+            rng_states = distributed.all_gather(rng_state(self.rng, self.ctx.device), self.ctx)  # every dropout stream
+            if self.resume_path is not None:
+                save_resume_state(self.resume_path, self.identity, self.model, self.optim, self.sched,
+                                  self.best_state, self.history, self.stopper, rng_states)
+        if stopped:
+            self.log(f"early stop: no dev improvement for {plural(self.cfg.patience, 'epoch')} "
+                     f"(best epoch {self.stopper.best_epoch})")
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch)
+        return stopped
+
+    def finish(self, stopped: bool, evaluate_test: bool) -> TrainResult:
+        """The best epoch's weights, scored on dev (and test, once), written to ``out``; the
+        side files removed."""
+        cfg, model, data = self.cfg, self.model, self.data
+        if self.best_state is None:
             raise ConfigError("no epoch was trained (max_epochs reached before the first epoch)")
-        model.load_state_dict(best_state)
+        model.load_state_dict(self.best_state)
         model.eval()
         dev, test = None, None
-        if ctx.is_main:
-            dev = evaluate_model(model, dev_set, data.labels, exclude, cfg.eval_batch_size)
+        if self.ctx.is_main:
+            dev = evaluate_model(model, data.splits["dev"], data.labels, self.exclude, cfg.eval_batch_size)
             if evaluate_test and data.splits.get("test"):
-                test = evaluate_model(model, data.splits["test"], data.labels, exclude, cfg.eval_batch_size)
-            if out is not None:
-                save_checkpoint(out, model, data.labels, **meta, best_epoch=stopper.best_epoch, dev=dev, test=test)
-                for side in (best_path, resume_path):
+                test = evaluate_model(model, data.splits["test"], data.labels, self.exclude, cfg.eval_batch_size)
+            if self.out is not None:
+                save_checkpoint(self.out, model, data.labels, **self.meta, best_epoch=self.stopper.best_epoch,
+                                dev=dev, test=test)
+                for side in (self.best_path, self.resume_path):
                     with contextlib.suppress(FileNotFoundError):
                         side.unlink()  # type: ignore[union-attr]
                     remove_stale_temporaries(side.parent, side.name)  # type: ignore[union-attr]
-        dev, test = distributed.broadcast((dev, test), ctx)
-        seconds = [h["seconds"] for h in history]
-        stopped_by = ("patience" if stopped else "cap" if cut_by_cap(len(history), stopper.best_epoch, cfg.max_epochs,
-                                                                    cfg.patience) else "max_epochs")
+        dev, test = distributed.broadcast((dev, test), self.ctx)
+        seconds = [h["seconds"] for h in self.history]
+        best = self.stopper.best_epoch
+        stopped_by = ("patience" if stopped else
+                      "cap" if cut_by_cap(len(self.history), best, cfg.max_epochs, cfg.patience) else "max_epochs")
         if stopped_by == "cap":
-            log(f"warning: stopped by the epoch cap (max_epochs {cfg.max_epochs}) while dev was still improving "
-                f"(best epoch {stopper.best_epoch}); a larger max_epochs may give a better model")
-        return TrainResult(stopper.best_epoch, len(history), history, dev, test,
+            self.log(f"warning: stopped by the epoch cap (max_epochs {cfg.max_epochs}) while dev was still improving "
+                     f"(best epoch {best}); a larger max_epochs may give a better model")
+        return TrainResult(best, len(self.history), self.history, dev, test,
                            float(np.mean(seconds)) if seconds else 0.0,
-                           str(out) if out is not None else None, model, stopped_by)
-    finally:
-        torch.set_num_threads(prev_threads)
+                           str(self.out) if self.out is not None else None, model, stopped_by)
 
 
 def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LRScheduler | None, weight: torch.Tensor | None,
-                 ctx: distributed.Context, clip_norm: float, epoch: int, pause_at: str | None,
+                 ctx: distributed.Context, clip_norm: float, epoch: int, callbacks: Sequence[Callback],
                  note: Log | None = None) -> dict[str, float]:
     """One pass over ``batches`` (a tqdm over this process's batches): the optimiser steps and
     the sums of the loss and its parts, each weighted by this process's share of the batch.
-    ``pause_at`` is the test hook's point (:data:`PAUSE_ENV`).  ``note``: where a log file
-    (no progress bar) gets a line every :data:`PROGRESS_EVERY_S` seconds, since a transformer
-    epoch can take a quarter of an hour."""
+    ``note``: where a log file (no progress bar) gets a line every :data:`PROGRESS_EVERY_S`
+    seconds, since a transformer epoch can take a quarter of an hour."""
     device = ctx.device
     t0 = last_note = time.perf_counter()
     amp = device.type == "cuda"
@@ -506,45 +431,13 @@ def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimize
             last_note = time.perf_counter()
             note(f"  in epoch {epoch}: {step}/{batches.total} steps in {last_note - t0:.0f}s, "
                  f"mean loss {sums['loss'] / step:.4f} so far")
-        if pause_at == f"{epoch}.{step}":
-            _pause(pause_at)
+        for cb in callbacks:
+            cb.on_step(epoch, step)
     return sums
-
-
-def _save_resume(path: Path, identity: str, model: ConversationModel, optim: torch.optim.Optimizer,
-                 sched: torch.optim.lr_scheduler.LRScheduler | None,
-                 best_state: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
-                 stopper: EarlyStopping, rng_states: list[dict[str, Any]]) -> None:
-    state = {
-        "format": RESUME_FORMAT, "identity": identity,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optim.state_dict(), "best_model": best_state,
-        "scheduler": sched.state_dict() if sched is not None else None,
-        "history": json.dumps(history), "best_score": stopper.best_score, "best_epoch": stopper.best_epoch,
-        "rng": rng_states,  # one per process (rank 0's first)
-    }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    data = buf.getvalue()
-    envelope = {"format": RESUME_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
-                "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
-    with atomic_path(path) as tmp:
-        torch.save(envelope, tmp)
 
 
 #: Seconds between progress lines of an epoch in a log (see :func:`_train_epoch`).
 PROGRESS_EVERY_S = 300.0
-
-#: Test hook (``tests/test_resume.py``): ``IEIN_TEST_PAUSE_AT=E`` makes training stop and
-#: sleep once epoch E's resume state is written, ``E.B`` right after the B-th optimiser step
-#: of epoch E, so a test can SIGKILL the process at a known point.  Unset in normal use.
-PAUSE_ENV = "IEIN_TEST_PAUSE_AT"
-
-
-def _pause(point: str) -> None:
-    print(f"{PAUSE_ENV}={point}: paused", file=sys.stderr, flush=True)
-    time.sleep(3600)
-
 
 def _checkpoint_meta(data: PreparedData, exp: ExperimentConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
     return {
@@ -559,5 +452,7 @@ def _checkpoint_meta(data: PreparedData, exp: ExperimentConfig, extra: dict[str,
     }
 
 
-__all__ = ["PreparedData", "TrainResult", "prepare", "train", "check_stage1_data", "check_resume_state", "class_weights", "fingerprint", "build_for",
-           "build_optimizer", "side_files"]
+# resume-state names re-exported: callers of the trainer reach them here
+__all__ = ["PreparedData", "TrainResult", "prepare", "train", "check_stage1_data", "check_resume_state", "class_weights",
+           "fingerprint", "build_for", "build_optimizer", "side_files", "RESUME_FORMAT", "load_resume_state",
+           "read_resume_state"]
