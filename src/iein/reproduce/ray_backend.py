@@ -109,8 +109,8 @@ def _run_task(spec_dict: dict[str, Any], options: dict[str, Any]) -> dict[str, A
     data cache), then train the run with the very function the local pool uses."""
     from . import runner
 
-    if runner._WORKER["options"] != options:  # a fresh worker, or another reproduction's
-        runner._init_worker(options)
+    if runner.worker_options() != options:  # a fresh worker, or another reproduction's
+        runner.init_worker(options)
     return runner.run_one(spec_dict)
 
 
@@ -152,7 +152,7 @@ def run_on_ray(
     """Train ``pending`` on the Ray cluster at ``address``, recording each result as it
     arrives (in completion order, like the pool).
 
-    ``options`` are the pool's worker options (:func:`.runner._init_worker`); the driver's
+    ``options`` are the pool's worker options (:func:`.runner.init_worker`); the driver's
     PID is dropped from them, since a Ray worker's parent is Ray's own process, not this
     driver (Ray ends a job's tasks when its driver exits).  ``max_in_flight`` caps the runs
     submitted at once (``--workers N``); None submits them all and lets Ray schedule them

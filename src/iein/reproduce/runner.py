@@ -264,6 +264,11 @@ def machine_info() -> dict[str, Any]:
 _WORKER: dict[str, Any] = {"options": {}, "cache": {}}
 
 
+def worker_options() -> dict[str, Any]:
+    """The options this worker process was set up with ({} before :func:`init_worker`)."""
+    return _WORKER["options"]
+
+
 #: How often a worker checks that its driver is still there (the fallback where the kernel
 #: cannot be asked to kill it with its parent).
 PARENT_POLL_S = 0.5
@@ -319,10 +324,10 @@ def _die_with_parent(parent_pid: int | None) -> None:
         os._exit(1)
 
 
-def _init_worker(options: dict[str, Any], in_process: bool = False) -> None:
-    """Pool initializer: die with the parent, pin torch threads, start an empty data cache.
-    ``in_process`` (workers=0): only the options and the cache, the caller's process keeps
-    its settings (each training pins its own thread count anyway)."""
+def init_worker(options: dict[str, Any], in_process: bool = False) -> None:
+    """Pool initializer (and a Ray task's set-up): die with the parent, start an empty data
+    cache.  ``in_process`` (workers=0): only the options and the cache, the caller's process
+    keeps its settings (each training pins its own thread count anyway)."""
     _WORKER["options"] = dict(options)
     _WORKER["cache"] = {}
     if in_process:
@@ -568,6 +573,138 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _check_arguments(backend: str, address: str | None, workers: int | None, threads_per_worker: int,
+                     max_runs: int | None) -> int:
+    """One-line errors before anything is read; the worker count (default one per core)."""
+    if backend == "ray":
+        from .ray_backend import check_arguments
+
+        check_arguments(workers)  # Ray missing, --workers 0
+    elif backend != "local":
+        raise ConfigError(f"--backend must be local or ray, got {backend!r}")
+    elif address is not None:
+        raise ConfigError("--address is the Ray cluster's: use it with --backend ray")
+    if threads_per_worker < 1:
+        raise ConfigError(f"--threads-per-worker must be >= 1, got {threads_per_worker}")
+    if workers is None:
+        workers = default_workers()
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {workers}")
+    if max_runs is not None and max_runs < 0:
+        raise ConfigError(f"max_runs must be >= 0, got {max_runs}")
+    return workers
+
+
+def _plan_record(session: str, names: Sequence[str], plan: Sequence[RunSpec], est: Any, *, seeds: tuple[int, int, int],
+                 only: Any, encoder: str | None, sets: Sequence[str], quick: bool, workers: int,
+                 threads_per_worker: int, embeddings: Any) -> dict[str, Any]:
+    """The ``plan`` line of a session: what it set out to run, on what, with which estimate."""
+    # IEIN's preset per dataset (a baseline's is <dataset>-<arch>, in its keys)
+    presets = {n: n for n in names}
+    presets.update({s.dataset: s.preset for s in plan if not s.is_baseline})
+    return {
+        "kind": "plan", "session": session, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "datasets": list(names), "presets": presets,
+        "main_iterations": {n: main_iterations(n, presets[n]) for n in names},
+        "seeds_main": seeds[0], "seeds_ablation": seeds[1], "seeds_baselines": seeds[2],
+        "baselines": list(dict.fromkeys(s.arch for s in plan if s.is_baseline)),
+        "only": only if only is None or isinstance(only, str) else ",".join(only),
+        "encoder": encoder, "overrides": list(sets), "quick": quick,
+        "keys": [s.key for s in plan], "workers": workers, "threads_per_worker": threads_per_worker,
+        "embeddings": str(embeddings) if embeddings else None, "machine": machine_info(),
+        "estimate": {"todo": est.todo, "done": est.done, "minutes": round(est.minutes, 1),
+                     "measured": est.measured, "from_table": est.from_table},
+    }
+
+
+def _record_datasets(path: Path, records: Sequence[dict[str, Any]], names: Sequence[str],
+                     data_root: Any, quick: bool) -> None:
+    """The dataset lines, written once: the data must not change under a reproduction."""
+    have = {(r["dataset"], bool(r.get("quick"))): r for r in records if r["kind"] == "dataset"}
+    for name in names:
+        rec = dataset_record(name, load_dataset(name, data_root, quick), data_root, quick)
+        old = have.get((name, quick))
+        if old is None:
+            append_record(path, rec)
+        elif old["data_checksums"] != rec["data_checksums"]:
+            raise DataError(f"{path}: the {name} data differ from those of the runs already there "
+                            "(split fingerprints changed); use a new --out directory")
+
+
+class _Recorder:
+    """Appends each finished run to ``runs.jsonl`` (the driver alone writes it) and keeps the
+    progress bar and the lists of finished and failed runs."""
+
+    def __init__(self, path: Path, session: str, t_start: float, total: int, progress: bool | None,
+                 log: Log) -> None:
+        from tqdm.auto import tqdm
+
+        self.path, self.session, self.t_start, self.log = path, session, t_start, log
+        self.finished: list[str] = []
+        self.failed: list[tuple[str, str]] = []
+        self.bar = tqdm(total=total, unit="run", desc="reproduce", file=sys.stderr, smoothing=0.1,
+                        disable=(not sys.stderr.isatty()) if progress is None else not progress)
+
+    def done(self, spec: RunSpec, rec: dict[str, Any]) -> None:
+        rec["session"] = self.session
+        rec["session_elapsed"] = round(time.perf_counter() - self.t_start, 3)
+        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        append_record(self.path, rec)
+        self.finished.append(spec.key)
+        self.bar.update(1)
+        score = rec["test"]["final"]["weighted_f1"]
+        self.bar.set_postfix_str(f"{spec.key} test w-F1 {score:.2f}")
+        msg = f"done {spec.key}: test w-F1 {score:.2f}, {plural(rec['epochs_run'], 'epoch')}, {rec['wall_seconds']:.0f}s"
+        self.bar.write(msg, file=sys.stderr) if not self.bar.disable else self.log(msg)
+
+    def fail(self, spec: RunSpec, err: str) -> None:
+        self.failed.append((spec.key, err))
+        self.bar.update(1)
+        self.log(f"FAILED {spec.key}:\n{err}")
+
+
+def _execute(pending: Sequence[RunSpec], options: dict[str, Any], backend: str, workers: int, address: str | None,
+             max_in_flight: int | None, recorder: _Recorder, log: Log) -> None:
+    """Run ``pending`` on Ray, in this process (``workers == 0``) or in a pool of spawned
+    workers; one failed run never loses the others."""
+    if backend == "ray":
+        from .ray_backend import run_on_ray
+
+        run_on_ray(pending, options, address, recorder.done, recorder.fail, log, max_in_flight)
+    elif workers == 0:
+        init_worker(options, in_process=True)
+        for spec in pending:
+            try:
+                rec = run_one(spec.to_dict())
+            except Exception:  # noqa: BLE001
+                recorder.fail(spec, traceback.format_exc())
+            else:
+                recorder.done(spec, rec)
+    elif pending:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork after torch threads exist
+        _start_resource_tracker_quietly()
+        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
+                                 initializer=init_worker, initargs=(options,)) as pool:
+            futures = {pool.submit(run_one, s.to_dict()): s for s in pending}
+            try:
+                for fut in as_completed(futures):
+                    spec = futures[fut]
+                    try:
+                        rec = fut.result()
+                    except Exception:  # noqa: BLE001
+                        recorder.fail(spec, traceback.format_exc())
+                    else:
+                        recorder.done(spec, rec)
+            except BaseException:
+                # interrupted: stop the workers now rather than wait for their runs
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+
 def reproduce(
     out_dir: str | os.PathLike[str],
     datasets: str | Sequence[str] = "all",
@@ -613,26 +750,8 @@ def reproduce(
     a local one) instead of the pool (:mod:`.ray_backend`); ``workers`` then caps the runs
     in flight (None: as many as the cluster fits).  Only this driver writes ``runs.jsonl``.
     """
-    from tqdm.auto import tqdm
-
-    if backend == "ray":
-        from .ray_backend import check_arguments
-
-        check_arguments(workers)  # one-line errors, before anything is read (Ray missing, --workers 0)
-    elif backend != "local":
-        raise ConfigError(f"--backend must be local or ray, got {backend!r}")
-    elif address is not None:
-        raise ConfigError("--address is the Ray cluster's: use it with --backend ray")
     max_in_flight = workers  # before the default: with Ray, None lets the cluster decide
-
-    if threads_per_worker < 1:
-        raise ConfigError(f"--threads-per-worker must be >= 1, got {threads_per_worker}")
-    if workers is None:
-        workers = default_workers()
-    if workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {workers}")
-    if max_runs is not None and max_runs < 0:
-        raise ConfigError(f"max_runs must be >= 0, got {max_runs}")
+    workers = _check_arguments(backend, address, workers, threads_per_worker, max_runs)
     default_seeds = QUICK_SEEDS if quick else None
     seeds_main = seeds_main or default_seeds or DEFAULT_SEEDS_MAIN
     seeds_ablation = seeds_ablation or default_seeds or DEFAULT_SEEDS_ABLATION
@@ -662,34 +781,11 @@ def reproduce(
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         t_start = time.perf_counter()
 
-        # dataset lines: written once; the data must not change under a reproduction
-        have_ds = {(r["dataset"], bool(r.get("quick"))): r for r in records if r["kind"] == "dataset"}
-        for name in names:
-            corpus = load_dataset(name, data_root, quick)
-            rec = dataset_record(name, corpus, data_root, quick)
-            old = have_ds.get((name, quick))
-            if old is None:
-                append_record(path, rec)
-            elif old["data_checksums"] != rec["data_checksums"]:
-                raise DataError(f"{path}: the {name} data differ from those of the runs already there "
-                                "(split fingerprints changed); use a new --out directory")
+        _record_datasets(path, records, names, data_root, quick)
 
-        # IEIN's preset per dataset (a baseline's is <dataset>-<arch>, in its keys)
-        presets = {n: n for n in names}
-        presets.update({s.dataset: s.preset for s in plan if not s.is_baseline})
-        append_record(path, {
-            "kind": "plan", "session": session, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "datasets": names, "presets": presets,
-            "main_iterations": {n: main_iterations(n, presets[n]) for n in names},
-            "seeds_main": seeds_main, "seeds_ablation": seeds_ablation, "seeds_baselines": seeds_baselines,
-            "baselines": list(dict.fromkeys(s.arch for s in plan if s.is_baseline)),
-            "only": only if only is None or isinstance(only, str) else ",".join(only),
-            "encoder": encoder, "overrides": list(sets), "quick": quick,
-            "keys": [s.key for s in plan], "workers": workers, "threads_per_worker": threads_per_worker,
-            "embeddings": str(embeddings) if embeddings else None, "machine": machine_info(),
-            "estimate": {"todo": est.todo, "done": est.done, "minutes": round(est.minutes, 1),
-                         "measured": est.measured, "from_table": est.from_table},
-        })
+        append_record(path, _plan_record(session, names, plan, est, seeds=(seeds_main, seeds_ablation, seeds_baselines),
+                                         only=only, encoder=encoder, sets=sets, quick=quick, workers=workers,
+                                         threads_per_worker=threads_per_worker, embeddings=embeddings))
 
         done = _check_done_runs(path, plan, records)
         pending = [s for s in plan if s.key not in done]
@@ -707,73 +803,18 @@ def reproduce(
                    "stage1_dir": str((out / "stage1").resolve()),
                    "data_root": str(data_root) if data_root is not None else None,
                    "embeddings": str(embeddings) if embeddings is not None else None}
-        finished: list[str] = []
-        failed: list[tuple[str, str]] = []
+        recorder = _Recorder(path, session, t_start, len(pending), progress, log)
         previous_sigterm = None
         if threading.current_thread() is threading.main_thread():
             # `kill PID` stops a reproduction like Ctrl-C does: finished runs stay in runs.jsonl
             previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-        bar = tqdm(total=len(pending), unit="run", desc="reproduce", file=sys.stderr, smoothing=0.1,
-                   disable=(not sys.stderr.isatty()) if progress is None else not progress)
-
-        def record_done(spec: RunSpec, rec: dict[str, Any]) -> None:
-            rec["session"] = session
-            rec["session_elapsed"] = round(time.perf_counter() - t_start, 3)
-            rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            append_record(path, rec)
-            finished.append(spec.key)
-            bar.update(1)
-            bar.set_postfix_str(f"{spec.key} test w-F1 {rec['test']['final']['weighted_f1']:.2f}")
-            msg = (f"done {spec.key}: test w-F1 {rec['test']['final']['weighted_f1']:.2f}, "
-                   f"{plural(rec['epochs_run'], 'epoch')}, {rec['wall_seconds']:.0f}s")
-            bar.write(msg, file=sys.stderr) if not bar.disable else log(msg)
-
-        def record_failed(spec: RunSpec, err: str) -> None:
-            failed.append((spec.key, err))
-            bar.update(1)
-            log(f"FAILED {spec.key}:\n{err}")
-
         try:
-            if backend == "ray":
-                from .ray_backend import run_on_ray
-
-                run_on_ray(pending, options, address, record_done, record_failed, log, max_in_flight)
-            elif workers == 0:
-                _init_worker(options, in_process=True)
-                for spec in pending:
-                    try:
-                        rec = run_one(spec.to_dict())
-                    except Exception:  # noqa: BLE001 - one failed run must not lose the others
-                        record_failed(spec, traceback.format_exc())
-                    else:
-                        record_done(spec, rec)
-            elif pending:
-                import multiprocessing
-
-                ctx = multiprocessing.get_context("spawn")  # no fork after torch threads exist
-                _start_resource_tracker_quietly()
-                with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
-                                         initializer=_init_worker, initargs=(options,)) as pool:
-                    futures = {pool.submit(run_one, s.to_dict()): s for s in pending}
-                    try:
-                        for fut in as_completed(futures):
-                            spec = futures[fut]
-                            try:
-                                rec = fut.result()
-                            except Exception:  # noqa: BLE001
-                                record_failed(spec, traceback.format_exc())
-                            else:
-                                record_done(spec, rec)
-                    except BaseException:
-                        # interrupted: stop the workers now rather than wait for their runs
-                        for proc in list(getattr(pool, "_processes", {}).values()):
-                            proc.terminate()
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        raise
+            _execute(pending, options, backend, workers, address, max_in_flight, recorder, log)
         finally:
-            bar.close()
+            recorder.bar.close()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
+        finished, failed = recorder.finished, recorder.failed
         wall = time.perf_counter() - t_start
         append_record(path, {"kind": "session_end", "session": session, "wall_seconds": round(wall, 3),
                              "runs_done": len(finished), "runs_failed": len(failed)})
