@@ -487,11 +487,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iein", description="Iterative Emotion Interaction Network for ERC")
-    parser.add_argument("--version", action="version", version=f"iein {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _parser_train(sub: Any) -> None:
+    """``iein train``'s arguments."""
     p = sub.add_parser(
         "train", help="train a model (IEIN or a baseline) on any encoder; selection on dev, test scored once",
         description="Train a model; the best epoch is chosen on dev, test is scored once at the end. "
@@ -521,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished epoch")
     p.set_defaults(func=cmd_train)
 
+
+def _parser_evaluate(sub: Any) -> None:
+    """``iein evaluate``'s arguments."""
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split or one of your files")
     p.add_argument("--model", action="append", required=True,
                    help="checkpoint (.safetensors) or shipped model name (meld); repeat it to score the ensemble "
@@ -533,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "shipped model)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _parser_predict(sub: Any) -> None:
+    """``iein predict``'s arguments."""
     p = sub.add_parser("predict", help="label your own conversations (JSONL/CSV in, JSONL/CSV out, --trace table)")
     p.add_argument("input", nargs="?", default="-", metavar="INPUT",
                    help="conversations in the generic JSONL or CSV layout (see README); - or nothing for stdin")
@@ -565,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model (e.g. trained with --preset meld-live)")
     p.set_defaults(func=cmd_predict)
 
+
+def _parser_export_encoder(sub: Any) -> None:
+    """``iein export-encoder``'s arguments."""
     p = sub.add_parser("export-encoder", help="write a checkpoint's fine-tuned transformer encoder as a Hugging "
                        "Face folder (stage 2 of the two-stage recipe trains on its features)")
     p.add_argument("--model", required=True, help="checkpoint (.safetensors) trained with --encoder transformer "
@@ -572,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="new folder to write")
     p.set_defaults(func=cmd_export_encoder)
 
+
+def _parser_export_model(sub: Any) -> None:
+    """``iein export-model``'s arguments."""
     p = sub.add_parser("export-model", help="write a trained model as a Hugging Face hub repository folder "
                        "(checkpoint + model card), ready for `hf upload`")
     p.add_argument("--model", required=True, help="checkpoint (.safetensors) or shipped model name")
@@ -580,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="new folder to write")
     p.set_defaults(func=cmd_export_model)
 
+
+def _parser_data(sub: Any) -> None:
+    """``iein data``'s arguments."""
     p = sub.add_parser("data", help="download or inspect datasets")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("download", help="fetch official files and check their sha256")
@@ -590,9 +602,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(d)
     p.set_defaults(func=cmd_data)
 
+
+def _parser_presets(sub: Any) -> None:
+    """``iein presets``'s arguments."""
     p = sub.add_parser("presets", help="list training presets")
     p.set_defaults(func=cmd_presets)
 
+
+def _parser_serve(sub: Any) -> None:
+    """``iein serve``'s arguments."""
     p = sub.add_parser("serve", help="HTTP service and web page (POST /predict, GET /, /docs); needs iein[serve]")
     p.add_argument("--model", action="append", help="checkpoint (.safetensors), shipped model name or hub id "
                    "org/name[@revision] (default: meld); repeat it for the ensemble of several (probabilities "
@@ -611,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=cmd_serve)
 
+
+def _parser_reproduce(sub: Any) -> None:
+    """``iein reproduce``'s arguments."""
     p = sub.add_parser("reproduce", help="run every training of the paper's Tables 1-5 and Figure 3, "
                        "baselines included (resumable), and write DIR/report.md",
                        description="Plan every training the paper's analysis needs (IEIN main model, Table 3 "
@@ -649,9 +670,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runs", type=int, help="stop after this many new runs (work in slices; rerun resumes)")
     p.set_defaults(func=cmd_reproduce)
 
+
+def _parser_report(sub: Any) -> None:
+    """``iein report``'s arguments."""
     p = sub.add_parser("report", help="re-render DIR/report.md and its figures from DIR/runs.jsonl")
     p.add_argument("dir", metavar="DIR")
     p.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iein", description="Iterative Emotion Interaction Network for ERC")
+    parser.add_argument("--version", action="version", version=f"iein {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_parser_train, _parser_evaluate, _parser_predict, _parser_export_encoder, _parser_export_model,
+                _parser_data, _parser_presets, _parser_serve, _parser_reproduce, _parser_report):
+        add(sub)
     return parser
 
 

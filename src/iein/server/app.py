@@ -427,6 +427,34 @@ def create_app(recognizer: Any, limits: Limits | None = None, stream_limits: Str
     add_stream_route(app, recognizer, stream_limits or StreamLimits(), limits.max_utterance_chars,
                      limits.max_speaker_chars)
 
+    _add_error_handlers(app)
+
+    @app.post("/predict", response_model=PredictionResponse, response_model_exclude_none=True,
+              responses=errors_doc, summary="Label every utterance of one conversation")
+    def predict(conversation: Conversation) -> dict[str, Any]:  # type: ignore[valid-type]
+        """A plain ``def``: runs in the threadpool, waiting there for the inference thread,
+        so the event loop stays responsive."""
+        obj = conversation.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+        rows = add_notes([dict(row) for row in batcher.predict(obj)])  # the CLI's notes
+        for row in rows:  # and its rounding (iein.recognizer.OUTPUT_DIGITS)
+            row["probs"] = dict(zip(row["probs"], round_probs(list(row["probs"].values()), OUTPUT_DIGITS)))
+        n_steps = len(rows[0]["steps"]) if rows else (steps or 0)
+        return {"id": obj.get("id"), "labels": labels, "steps": n_steps, "utterances": rows}
+
+    @app.get("/health", summary="Liveness: the model is loaded")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "labels": len(labels)}
+
+    @app.get("/model", summary="The model card: labels, steps, limits, training metadata and scores")
+    def model() -> dict[str, Any]:
+        return model_info
+
+    _add_page_routes(app, page, assets)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as a one-line JSON body ``{"error", "message"}`` (module doc)."""
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errs = list(exc.errors())
@@ -469,26 +497,9 @@ def create_app(recognizer: Any, limits: Limits | None = None, stream_limits: Str
         print(f"iein serve: internal error on {request.url.path}: {exc!r}", file=sys.stderr)
         return _error(500, "internal_error", "internal error (see the server log)")
 
-    @app.post("/predict", response_model=PredictionResponse, response_model_exclude_none=True,
-              responses=errors_doc, summary="Label every utterance of one conversation")
-    def predict(conversation: Conversation) -> dict[str, Any]:  # type: ignore[valid-type]
-        """A plain ``def``: runs in the threadpool, waiting there for the inference thread,
-        so the event loop stays responsive."""
-        obj = conversation.model_dump(exclude_none=True)  # type: ignore[attr-defined]
-        rows = add_notes([dict(row) for row in batcher.predict(obj)])  # the CLI's notes
-        for row in rows:  # and its rounding (iein.recognizer.OUTPUT_DIGITS)
-            row["probs"] = dict(zip(row["probs"], round_probs(list(row["probs"].values()), OUTPUT_DIGITS)))
-        n_steps = len(rows[0]["steps"]) if rows else (steps or 0)
-        return {"id": obj.get("id"), "labels": labels, "steps": n_steps, "utterances": rows}
 
-    @app.get("/health", summary="Liveness: the model is loaded")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "labels": len(labels)}
-
-    @app.get("/model", summary="The model card: labels, steps, limits, training metadata and scores")
-    def model() -> dict[str, Any]:
-        return model_info
-
+def _add_page_routes(app: FastAPI, page: bytes, assets: dict[str, bytes]) -> None:
+    """The page, its two assets and the API page, served from memory (module doc)."""
     @app.get("/", include_in_schema=False)
     def index() -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
@@ -504,8 +515,6 @@ def create_app(recognizer: Any, limits: Limits | None = None, stream_limits: Str
     @app.get("/docs", include_in_schema=False)
     def docs() -> Response:
         return Response(_docs_page(app.openapi()), media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
-
-    return app
 
 
 def _docs_page(spec: dict[str, Any]) -> str:
