@@ -194,7 +194,7 @@ def test_predict_on_ray_equals_local_in_input_order(tmp_path: Path, cluster):
 def test_labeller_writes_the_local_csv_rows(tmp_path: Path):
     """The actor's CSV text (no cluster: the class called in this process) is the local
     ``iein predict``'s CSV, row for row, from blocks as the read task makes them."""
-    from iein.batch_predict import _Labeller, _read_file
+    from iein.batch_predict import Labeller, read_input_file
     from iein.recognizer import resolve_model
     from iein.utils import torch_threads
 
@@ -202,9 +202,9 @@ def test_labeller_writes_the_local_csv_rows(tmp_path: Path):
     local = tmp_path / "local.csv"
     assert main(["predict", str(inp), "--threads", "1", "--out", str(local)]) == 0
     with torch_threads(1):
-        labeller = _Labeller(resolve_model("meld").read_bytes(), "meld", [str(inp)], "csv", 8, 1)
+        labeller = Labeller(resolve_model("meld").read_bytes(), "meld", [str(inp)], "csv", 8, 1)
         text, seqs = [], []
-        for block in _read_file(inp, str(inp), "csv", 0, 16):  # several blocks of 16 conversations
+        for block in read_input_file(inp, str(inp), "csv", 0, 16):  # several blocks of 16 conversations
             out = labeller({k: block[k].to_numpy(zero_copy_only=False) for k in block.column_names})
             text += list(out["text"])
             seqs += out["seq"].tolist()

@@ -21,7 +21,7 @@ from iein.reproduce.plan import (FALLBACK_MINUTES, QUICK_RUN_MINUTES, RunSpec, b
 from iein.reproduce.report import (AHEAD_RULE, PAPER_TABLE2_BASELINES, PAPER_TABLE2_MELD, ahead_by_std, load_runs,
                                    render_report, stopped_by_cap)
 from iein.training.early_stopping import cap_of, cut_by_cap
-from iein.reproduce.runner import _same_config, append_record, encode_dialogues, read_records
+from iein.reproduce.runner import same_config, append_record, encode_dialogues, read_records
 from iein.training.config import BASELINES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def test_old_format_records_still_match_their_specs(monkeypatch):
     # refuse them, naming the setting ...
     plan = {s.key: s for s in build_plan("all")}
     meld_run = next(r for r in runs if r["dataset"] == "meld")
-    assert "patience 6 -> 4" in _same_config(meld_run, plan[meld_run["key"]])
+    assert "patience 6 -> 4" in same_config(meld_run, plan[meld_run["key"]])
     # ... and with the old patience every other setting still matches
     for name, patience in config_module._MEASURED_PATIENCE.items():
         old = config_module.PRESETS[name]
@@ -151,11 +151,11 @@ def test_old_format_records_still_match_their_specs(monkeypatch):
                             dataclasses.replace(old, train=dict(old.train, patience=patience)))
     plan = {s.key: s for s in build_plan("all")}
     for rec in runs[:3] + runs[-3:]:
-        assert _same_config(rec, plan[rec["key"]]) is None
+        assert same_config(rec, plan[rec["key"]]) is None
     assert all(r["key"] in plan for r in runs)
     changed = json.loads(json.dumps(runs[0]))
     changed["train_config"]["lr"] = 0.5
-    assert "lr" in _same_config(changed, plan[changed["key"]])
+    assert "lr" in same_config(changed, plan[changed["key"]])
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from iein.errors import ConfigError
-from iein.reproduce.runner import _driver_lock, reproduce
+from iein.reproduce.runner import driver_lock, reproduce
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; SIGKILL")
 
@@ -71,8 +71,8 @@ def _wait_until(cond, timeout: float, step: float = 0.05) -> bool:
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from iein.reproduce.runner import _driver_lock
-    with _driver_lock(Path(sys.argv[1])):
+    from iein.reproduce.runner import driver_lock
+    with driver_lock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(120)
 """)
@@ -88,18 +88,18 @@ def test_second_driver_refused_while_first_alive_then_free_after_kill(tmp_path: 
         assert "\n" not in msg and f"pid {holder.pid}" in msg and "another `iein reproduce`" in msg
         assert not (tmp_path / "runs.jsonl").exists()  # refused before reading or writing anything
         with pytest.raises(ConfigError, match="another `iein reproduce`"):
-            with _driver_lock(tmp_path):
+            with driver_lock(tmp_path):
                 pass
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
     finally:
         holder.kill()
         holder.wait()
-    with _driver_lock(tmp_path):  # the kernel dropped the dead driver's lock: a rerun resumes
+    with driver_lock(tmp_path):  # the kernel dropped the dead driver's lock: a rerun resumes
         with pytest.raises(ConfigError):  # ... and holds it against others, this process too
-            with _driver_lock(tmp_path):
+            with driver_lock(tmp_path):
                 pass
-    with _driver_lock(tmp_path):  # released on exit
+    with driver_lock(tmp_path):  # released on exit
         pass
 
 
@@ -112,7 +112,7 @@ def test_folder_that_cannot_be_locked_warns_and_goes_on(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(fcntl, "flock", refuse)
     logged: list[str] = []
-    with _driver_lock(tmp_path, logged.append):
+    with driver_lock(tmp_path, logged.append):
         pass
     assert len(logged) == 1 and logged[0].startswith(f"warning: {tmp_path}: cannot lock the folder")
 
@@ -129,9 +129,9 @@ INTERMEDIATE = textwrap.dedent("""
 """)
 ORPHAN = {
     # the kernel's parent-death signal alone
-    "prctl": "from iein.reproduce.runner import _kill_me_with_parent as f; assert f()",
+    "prctl": "from iein.reproduce.runner import kill_me_with_parent as f; assert f()",
     # the polling fallback alone (what other systems get)
-    "watchdog": "import os; from iein.reproduce.runner import _watch_parent as f; f(os.getppid(), 0.1)",
+    "watchdog": "import os; from iein.reproduce.runner import watch_parent as f; f(os.getppid(), 0.1)",
 }
 
 
@@ -182,7 +182,7 @@ def test_killed_reproduce_leaves_no_live_worker(tmp_path: Path, shared_data: Pat
             children[:] = kids
             return len(busy) == 2 or driver.poll() is not None
 
-        # a worker maps libtorch only after its initializer armed _die_with_parent
+        # a worker maps libtorch only after its initializer armed die_with_parent
         assert _wait_until(workers_training, timeout=90, step=0.2), "workers never started"
         assert driver.poll() is None, errlog.read_text()
         assert any("resource_tracker" in _cmdline(k) for k in children)

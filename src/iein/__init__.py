@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 # OpenMP reads its wait policy once, when torch loads it: set it here, before any iein module
 # imports torch, unless the user chose one.  With the default (spin, then sleep) a 2-thread
 # training on a busy 2-core machine ran 15-30x slower than 1 thread; PASSIVE removes that
-# (iein.utils.THREAD_ENV, bench/bench_threads.py, docs/results.md).
+# (bench/bench_threads.py, docs/results.md).
 for _key, _value in (("OMP_WAIT_POLICY", "PASSIVE"),):
     _os.environ.setdefault(_key, _value)
 

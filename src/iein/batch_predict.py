@@ -4,7 +4,7 @@ The local ``iein predict`` streams one file through one :class:`~iein.recognizer
 in one process.  This module spreads the same work over a cluster, with the same output::
 
     files ──read tasks (driver's node)──> blocks of whole conversations
-          ──map_batches(_Labeller actors, one Recognizer each)──> output text per conversation
+          ──map_batches(Labeller actors, one Recognizer each)──> output text per conversation
           ──driver, in input order──> one file, written atomically (or stdout)
 
 * **Reading.**  A read task per input file (a directory: every ``.jsonl``/``.ndjson``/
@@ -92,7 +92,7 @@ class _NamedFile(io.BufferedReader):
         return self._display_name
 
 
-def _read_file(path: Path, name: str, fmt: str, file_index: int, block_rows: int) -> Iterator[Any]:
+def read_input_file(path: Path, name: str, fmt: str, file_index: int, block_rows: int) -> Iterator[Any]:
     """A read task: the conversations of one file (in format ``fmt``: a stream's would be
     guessed) as Arrow blocks of whole conversations, each row ``(file, seq, conv)`` with
     the conversation as JSON text."""
@@ -150,7 +150,7 @@ def _datasource(files: list[tuple[Path, str]], fmt: str | None, block_rows: int)
             return sum(path.stat().st_size for path, _ in files)
 
         def get_read_tasks(self, parallelism: int, **_: Any) -> list[Any]:
-            return [ReadTask(functools.partial(_read_file, path, name, formats[i], i, block_rows),
+            return [ReadTask(functools.partial(read_input_file, path, name, formats[i], i, block_rows),
                              _block_metadata(path)) for i, (path, name) in enumerate(files)]
 
         @property
@@ -162,7 +162,7 @@ def _datasource(files: list[tuple[Path, str]], fmt: str | None, block_rows: int)
 
 # --- labelling ----------------------------------------------------------------------------
 
-class _Labeller:
+class Labeller:
     """A Ray Data actor: one Recognizer, loaded once, turning conversations into output text."""
 
     def __init__(self, checkpoint: bytes, model_name: str, names: list[str], fmt: str, batch_size: int,
@@ -328,7 +328,7 @@ def predict_on_ray(
         job.enter_context(_data_context(min(MAX_BLOCK_BYTES, max(MIN_BLOCK_BYTES,
                                                                    total // (BLOCKS_PER_ACTOR * actors)))))
         ds = ray.data.read_datasource(source, num_cpus=0, override_num_blocks=len(files))
-        ds = ds.map_batches(_Labeller, batch_size=None, batch_format="numpy",
+        ds = ds.map_batches(Labeller, batch_size=None, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads, num_gpus=int(gpu),
                             fn_constructor_args=(path.read_bytes(), os.fspath(model), [name for _, name in files],
                                                  fmt, batch_size, threads, "cuda" if gpu else device))

@@ -65,14 +65,9 @@ def tensor_sha256(state: dict[str, torch.Tensor]) -> str:
 
 
 def checkpoint_state(model: ConversationModel) -> dict[str, torch.Tensor]:
-    """The tensors a checkpoint stores: the model's state dict minus anything the encoder
-    rebuilds from elsewhere (a frozen pretrained transformer's base weights)."""
+    """The tensors a checkpoint stores: the model's state dict (an encoder whose weights come
+    from elsewhere, e.g. a frozen or LoRA base, leaves them out of its own state dict)."""
     state = model.state_dict()
-    keep = getattr(model.utterance_encoder, "checkpoint_keys", None)
-    if keep is not None:
-        prefix = "utterance_encoder."
-        allowed = set(keep())
-        state = {k: v for k, v in state.items() if not k.startswith(prefix) or k[len(prefix):] in allowed}
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 

@@ -3,7 +3,7 @@ models (:mod:`iein.models`); below both in the import order.
 
 Each block is padding-safe: padded words and padded utterances never influence the
 outputs at real positions (each direction of a BiGRU/BiLSTM reads a sequence's real items before
-its padding; attention is masked), which ``tests/test_model.py`` checks bit for bit.
+its padding; attention is masked), which ``tests/test_iein_model.py`` checks bit for bit.
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ class _BiGRUScan(torch.autograd.Function):
     :func:`packed_rows`), and the weight gradient is one matrix product over every
     step after the loop.  Same function as ``nn.GRU`` (PyTorch's gate order r, z, n and
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``), equal up to float rounding, which
-    ``tests/test_model.py`` checks against it in float64, values and gradients.
+    ``tests/test_iein_model.py`` checks against it in float64, values and gradients.
 
     ``gi (2, total, 3H)``: the input projections ``W_ih x + b_ih`` of both directions in
     packed order; ``w_hh (2, 3H, H)``, ``b_hh (2, 3H)``; the initial state is zero.

@@ -357,20 +357,6 @@ def plural(n: int, noun: str, plural_noun: str | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 # CPU thread policy
 
-#: OpenMP settings iein applies (unless the user set them) before torch starts its thread
-#: pool.  With the default policy an idle OpenMP thread spins before it sleeps; the GRUs are
-#: long chains of tiny ops, so on a busy machine each op's parallel region waits on a
-#: descheduled spinning thread (measured 30x slower at load 5; bench/bench_threads.py).
-#: PASSIVE makes waiting threads sleep at once.  ``import iein`` applies it (iein/__init__.py).
-THREAD_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def apply_thread_env() -> None:
-    """Set :data:`THREAD_ENV` in this process's environment where the user has not; must run
-    before ``import torch`` (OpenMP reads it once, when the library loads)."""
-    for key, value in THREAD_ENV.items():
-        os.environ.setdefault(key, value)
-
 
 def default_threads() -> int:
     """Intra-op threads when the user gives none: the cores this process may use, at most 2

@@ -47,11 +47,6 @@ class EncodedConversation:
     def __len__(self) -> int:
         return len(self.features)
 
-    @property
-    def token_ids(self) -> list[Any]:
-        """Alias of :attr:`features` (the name used when every encoder was word-level)."""
-        return self.features
-
 
 def speaker_ids(conv: Conversation) -> np.ndarray:
     """Party index of each utterance, in order of first appearance within the dialogue."""

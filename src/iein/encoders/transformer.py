@@ -511,10 +511,6 @@ class TransformerFeaturizer(Featurizer):
                     is_open[past] = False
         return parts[True], parts[False]
 
-    def input_text(self, conv: Conversation) -> list[str]:
-        """The decoded model input of each utterance (special tokens shown), for inspection."""
-        return [self.tokenizer.decode(token_ids(ids).tolist()) for ids in self.build_inputs([conv])[0]]
-
     # -- vectors (frozen)
 
     @property

@@ -85,11 +85,6 @@ class ConversationModel(nn.Module):
         self.utterance_encoder = encoder
         self.dropout = nn.Dropout(config.dropout)
 
-    @classmethod
-    def check_encoder(cls, encoder: UtteranceEncoder) -> None:
-        """Raise ConfigError when this model cannot run on ``encoder`` (every model here
-        runs on every encoder; a model with needs, e.g. token-level inputs, says so)."""
-
     # -- what every model must say
 
     @property

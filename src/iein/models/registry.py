@@ -22,10 +22,6 @@ MODELS: LazyRegistry[type[ConversationModel]] = LazyRegistry({
 })
 
 
-def register_model(cls: type[ConversationModel]) -> type[ConversationModel]:
-    return MODELS.register(cls.model_type, cls)
-
-
 def get_model_class(name: str) -> type[ConversationModel]:
     try:
         return MODELS[name]
@@ -56,5 +52,4 @@ def build_model(
     encoder = enc_cls(ecfg, featurizer)
     if pretrained:
         encoder.init_pretrained()
-    model_cls.check_encoder(encoder)
     return model_cls(mcfg, encoder)

@@ -274,7 +274,7 @@ def worker_options() -> dict[str, Any]:
 PARENT_POLL_S = 0.5
 
 
-def _kill_me_with_parent() -> bool:
+def kill_me_with_parent() -> bool:
     """Linux: ask the kernel to SIGKILL this process when its parent dies, even by SIGKILL.
     False where that is not available (other systems, a sandbox refusing the call).
 
@@ -293,7 +293,7 @@ def _kill_me_with_parent() -> bool:
         return False
 
 
-def _watch_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> threading.Thread:
+def watch_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> threading.Thread:
     """A daemon thread that ends this process as soon as ``parent_pid`` is no longer its
     parent (an orphan is re-parented to init or a subreaper).  Without it, an orphaned worker
     on a system without PR_SET_PDEATHSIG would wait forever on the pool's call queue: it
@@ -308,7 +308,7 @@ def _watch_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> threading
     return thread
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
+def die_with_parent(parent_pid: int | None) -> None:
     """End this worker within a fraction of a second of its driver's death, however the
     driver died, so a killed ``reproduce`` leaves no orphan training away on the cores (nor
     keeps the multiprocessing resource tracker, which waits for every worker, alive).
@@ -318,8 +318,8 @@ def _die_with_parent(parent_pid: int | None) -> None:
     driver that died while this worker was still starting (before either existed)."""
     if parent_pid is None:
         return
-    _kill_me_with_parent()
-    _watch_parent(parent_pid)
+    kill_me_with_parent()
+    watch_parent(parent_pid)
     if os.getppid() != parent_pid:
         os._exit(1)
 
@@ -332,7 +332,7 @@ def init_worker(options: dict[str, Any], in_process: bool = False) -> None:
     _WORKER["cache"] = {}
     if in_process:
         return
-    _die_with_parent(options.get("parent_pid"))
+    die_with_parent(options.get("parent_pid"))
     threads = int(options.get("threads_per_worker", 1))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -449,14 +449,14 @@ def _check_done_runs(path: Path, plan: Sequence[RunSpec], records: Sequence[dict
     done = {r["key"]: r for r in records if r["kind"] == "run"}
     for spec in plan:
         if spec.key in done:
-            why = _same_config(done[spec.key], spec)
+            why = same_config(done[spec.key], spec)
             if why:
                 raise ConfigError(f"{path}: run {spec.key} was trained with other settings ({why}); "
                                   "use a new --out directory")
     return done
 
 
-def _same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
+def same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
     """Why a finished run does not match the planned one (None when it does).  The thread
     count is not part of the comparison: it changes speed, not the experiment.  A setting
     the record lacks (added to the code later) counts as equal when the plan leaves it at
@@ -505,7 +505,7 @@ LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def _driver_lock(out: Path, log: Log = _stderr) -> Iterator[None]:
+def driver_lock(out: Path, log: Log = _stderr) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` (``out/.lock``) while this process drives a
     reproduction there.
 
@@ -514,7 +514,7 @@ def _driver_lock(out: Path, log: Log = _stderr) -> Iterator[None]:
     alive.  The kernel drops the lock when its holder dies, however it dies: a killed run
     never leaves a stale lock behind.  Workers need no lock: they never write
     ``runs.jsonl`` (they return records through the pool; only the driver appends) and die
-    with their driver (:func:`_die_with_parent`).  The lock file stays (deleting it could
+    with their driver (:func:`die_with_parent`).  The lock file stays (deleting it could
     let two drivers lock two different files); it holds the holder's PID for the message.
     Without ``fcntl`` (Windows), or on a filesystem that refuses locks, there is no lock
     (with a warning in the latter case).
@@ -743,7 +743,7 @@ def reproduce(
     Workers are *spawned* (no fork of a process that may hold torch threads), so a script
     calling this with ``workers > 0`` needs the usual ``if __name__ == "__main__":`` guard.
     Ctrl-C or SIGTERM stops the workers at once; finished runs stay in ``runs.jsonl``.  A
-    SIGKILL of this process ends the workers too (:func:`_die_with_parent`).  One driver per
+    SIGKILL of this process ends the workers too (:func:`die_with_parent`).  One driver per
     folder: while one runs, another ``reproduce`` on the same ``out_dir`` raises ConfigError.
 
     ``backend="ray"`` runs each training as a task on the Ray cluster at ``address`` (None:
@@ -774,7 +774,7 @@ def reproduce(
         return {"planned": len(plan), "skipped": est.done, "run": [], "failed": [], "remaining": est.todo,
                 "wall_seconds": 0.0, "runs_file": str(runs_path(out)), "estimate": est}
     out.mkdir(parents=True, exist_ok=True)
-    with _driver_lock(out, log):  # before anything reads or repairs runs.jsonl
+    with driver_lock(out, log):  # before anything reads or repairs runs.jsonl
         path = runs_path(out)
         records = read_records(path, repair=True, log=log)
         est = estimate(plan, records, workers, max_runs)

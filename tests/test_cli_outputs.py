@@ -1,4 +1,4 @@
-"""Issue 13, items 8-10: counts in the right number, JSON errors at the right column, CSV
+"""What the commands write: counts in the right number, JSON errors at the right column, CSV
 output that keeps the gold label, a service that rounds and reports like the CLI, and a
 failed download that leaves no empty folder.
 

@@ -1,4 +1,4 @@
-"""Tests that guard the honesty claims of training (issue 12, part 2).
+"""Tests that guard what training promises (selection on dev, the loss it was asked for).
 
 Each test fails on one specific mutation of the trainer that would otherwise leave the
 suite green: the best epoch's weights not restored before test is scored, class weights
