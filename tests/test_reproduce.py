@@ -19,8 +19,9 @@ from iein.errors import ConfigError, DataError
 from iein.evaluation.metrics import evaluate_steps, format_mean_std
 from iein.reproduce.plan import build_plan
 from iein.training.config import BASELINES
-from iein.reproduce.report import (PAPER_TABLE2_MELD, correction_summary, load_runs, patience_what_if, render_report,
-                                   run_corrections, seed_count_label, stop_epoch)
+from iein.reproduce.paper import PAPER_TABLE2_MELD
+from iein.reproduce.replay import patience_what_if, stop_epoch
+from iein.reproduce.report import correction_summary, load_runs, render_report, run_corrections, seed_count_label
 from iein.reproduce.runner import (append_record, decode_dialogues, encode_dialogues, read_records, reproduce,
                                    strip_timing)
 

@@ -18,8 +18,8 @@ from iein.errors import ConfigError
 from iein.evaluation.metrics import evaluate_steps, format_mean_std, mean_std
 from iein.models.registry import get_model_class
 from iein.reproduce.plan import (FALLBACK_MINUTES, QUICK_RUN_MINUTES, RunSpec, build_plan, estimate, parse_key)
-from iein.reproduce.report import (AHEAD_RULE, PAPER_TABLE2_BASELINES, PAPER_TABLE2_MELD, ahead_by_std, load_runs,
-                                   render_report, stopped_by_cap)
+from iein.reproduce.paper import PAPER_TABLE2_BASELINES, PAPER_TABLE2_MELD
+from iein.reproduce.report import AHEAD_RULE, ahead_by_std, load_runs, render_report, stopped_by_cap
 from iein.training.early_stopping import cap_of, cut_by_cap
 from iein.reproduce.runner import same_config, append_record, encode_dialogues, read_records
 from iein.training.config import BASELINES
