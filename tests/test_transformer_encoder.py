@@ -23,14 +23,8 @@ from torch import nn
 from iein.data.batching import collate, encode_with
 from iein.data.conversation import Conversation, Utterance
 from iein.encoders.cache import CacheWarning, FeatureCache
-from iein.encoders.transformer import (
-    MINILM_INSTALL,
-    TransformerEncoder,
-    TransformerEncoderConfig,
-    TransformerFeaturizer,
-    resolve_model,
-    weights_sha256,
-)
+from iein.encoders.base_models import MINILM_INSTALL, resolve_model, weights_sha256
+from iein.encoders.transformer import TransformerEncoder, TransformerEncoderConfig, TransformerFeaturizer
 from iein.errors import CheckpointError, ConfigError
 from iein.utils import torch_threads
 

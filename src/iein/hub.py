@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from .errors import CheckpointError, ConfigError
 
 __all__ = ["HubRef", "parse_hub_id", "download_base_model", "download_iein_model", "IEIN_FILE", "CARD_FILE",
-           "README_FILE"]
+           "README_FILE", "TOKENIZER_FILES"]
 
 #: The files of an iein model repository (``iein export-model`` writes them).
 IEIN_FILE = "iein.safetensors"
@@ -31,8 +31,8 @@ CARD_FILE = "iein.card.json"
 README_FILE = "README.md"
 #: ``org/name`` as the hub spells repository ids, then an optional ``@revision``.
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<rev>[\w./-]+))?$")
-#: Tokenizer files a base model may have (fetched when present).
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+#: Files that define a tokenizer (fetched when present; hashed into a featurizer's identity).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
 
 
@@ -148,7 +148,7 @@ def download_base_model(repo_id: str, revision: str | None = None) -> tuple[Path
     the weights: ``model.safetensors``, its shards, or ``pytorch_model.bin``) and the commit."""
     repo = _Repo(repo_id, revision)
     config = repo.fetch("config.json")
-    for name in _TOKENIZER_FILES:
+    for name in TOKENIZER_FILES:
         repo.fetch(name, required=False)
     if repo.fetch("model.safetensors", required=False) is None:
         index = repo.fetch("model.safetensors.index.json", required=False)
