@@ -9,7 +9,7 @@ side in one process.
 
 With ``--real``: the ``meld`` preset's utterance encoder (GloVe + BiGRU + attention) on the
 first ``--batches`` real training batches, forward + backward: the packed scan with its
-hand-written backward (``iein.layers.GRU_SCAN``, the default on CPU) against ``nn.GRU`` over
+hand-written backward (``iein.layers.BiRNN.gru_scan``, the default on CPU) against ``nn.GRU`` over
 length groups for several values of ``iein.layers.STEP_COST`` ("one group" is a single padded
 block), interleaved over ``--repeats`` rounds; the minimum per setting is printed.
 """
@@ -66,21 +66,23 @@ def real(args: argparse.Namespace) -> None:
     encoder = build_for(data, exp).utterance_encoder.train()
     batches = list(iter_batches(data.splits["train"], exp.train.batch_size, encoder.collate, shuffle=True,
                                 rng=np.random.default_rng(0)))[: args.batches]
-    # name -> (GRU_SCAN, STEP_COST)
+    # name -> (scan, STEP_COST)
     settings = {"scan": (True, layers.STEP_COST), "one group": (False, 10**9),
                 **{f"groups {c}": (False, c) for c in (8, 16, 32)}}
-    default = (layers.GRU_SCAN, layers.STEP_COST)
-    default_name = "scan" if layers.GRU_SCAN else f"groups {layers.STEP_COST}"
+    default = (layers.BiRNN.gru_scan, layers.STEP_COST)
+    default_name = "scan" if layers.BiRNN.gru_scan else f"groups {layers.STEP_COST}"
     times: dict[str, list[float]] = {k: [] for k in settings}
     for _ in range(args.repeats):
         for name, (scan, cost) in settings.items():
-            layers.GRU_SCAN, layers.STEP_COST = scan, cost
+            layers.STEP_COST = cost
+            layers.use_gru_scan(encoder, scan)
             t0 = time.perf_counter()
             for b in batches:
                 encoder(b.inputs).sum().backward()
             times[name].append(time.perf_counter() - t0)
             encoder.zero_grad(set_to_none=True)
-    layers.GRU_SCAN, layers.STEP_COST = default
+    layers.STEP_COST = default[1]
+    layers.use_gru_scan(encoder, default[0])
     base = min(times["one group"])
     print(f"{data_dir.name}, {len(batches)} training batches of {exp.train.batch_size} dialogues, "
           f"{args.threads} thread(s), forward + backward of the utterance encoder (min of {args.repeats}):")

@@ -101,11 +101,12 @@ def test_gru_cell_matches_torch_gru():
 @pytest.mark.parametrize("path", ["scan", "groups", "packed"])  # training (CPU GRU / LSTM, GPU), inference
 @pytest.mark.parametrize("batch", [3, 200])  # one chunk and several length-sorted chunks
 def test_bigru_equals_per_sequence_bidirectional_gru(batch, path, monkeypatch):
-    monkeypatch.setattr(layers, "GRU_SCAN", path == "scan")
     torch.manual_seed(0)
     bigru = BiGRU(3, 4)
+    layers.use_gru_scan(bigru, path == "scan")
     lengths = torch.randint(1, 9, (batch,))
     x = torch.randn(batch, 9, 3)
+    assert bigru.scans(x) == (path == "scan")  # the switch reaches the module (grad is on here)
     with torch.set_grad_enabled(path != "packed"):
         out = bigru(x, lengths)
     for i in [0, 1, batch - 1]:
@@ -231,7 +232,7 @@ def test_ec_encoder_shared_passes_equal_the_padded_forward(variant, monkeypatch)
     monkeypatch.setattr(ECEncoder, "share", counted_share)
     results = {}
     for scan in (True, False):
-        monkeypatch.setattr(layers, "GRU_SCAN", scan)
+        layers.use_gru_scan(model, scan)
         torch.manual_seed(7)
         out = model(batch)
         results[scan] = (out.loss.detach(), torch.autograd.grad(out.loss, list(model.parameters())),

@@ -49,11 +49,6 @@ class AttentionPooling(nn.Module):
 #: (1 thread, forward+backward, ``bench/bench_bigru.py --real``), 16 and 32 were the fastest.
 STEP_COST = 16
 
-#: Train GRUs on CPU with :class:`_BiGRUScan`; a switch for the benchmarks that compare it
-#: with length groups (``bench/bench_bigru.py``, ``bench_context_speed.py --gru-path``).
-GRU_SCAN = True
-
-
 def length_groups(sorted_lengths: list[int], step_cost: int = STEP_COST) -> list[tuple[int, int]]:
     """Split ascending sequence lengths into contiguous groups ``[(start, end), ...]`` that
     minimise ``sum over groups of max_len * (rows + step_cost)``: every group runs
@@ -246,6 +241,10 @@ class BiRNN(nn.Module):
     state tuple is never read).
     """
 
+    #: Train a GRU on CPU with :class:`_BiGRUScan` (the same function as length groups, faster);
+    #: :func:`use_gru_scan` turns it off for one model, for the tests and benchmarks that compare.
+    gru_scan: bool = True
+
     def __init__(self, input_size: int, hidden_size: int, cell: str = "gru") -> None:
         super().__init__()
         self.cell = cell
@@ -265,7 +264,7 @@ class BiRNN(nn.Module):
     def scans(self, x: Tensor) -> bool:
         """Whether a forward pass over ``x`` now takes the :class:`_BiGRUScan` path (training
         a GRU on CPU), for callers that can hand it packed rows (:meth:`scan_rows`)."""
-        return torch.is_grad_enabled() and self.cell == "gru" and x.device.type == "cpu" and GRU_SCAN
+        return torch.is_grad_enabled() and self.cell == "gru" and x.device.type == "cpu" and self.gru_scan
 
     def scan_rows(self, x: Tensor, rows: PackedRows) -> Tensor:
         """Both directions over packed input rows ``x (total, d)`` in forward order
@@ -384,6 +383,14 @@ def causal_mask(n: int, device: torch.device | None = None) -> Tensor:
     """``(n, n)`` boolean, True where query i may read key j (j <= i): the attention mask of
     a causal model, which must not look at later utterances."""
     return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+def use_gru_scan(module: nn.Module, on: bool) -> None:
+    """Whether every :class:`BiRNN` inside ``module`` trains its GRU with the packed scan (the
+    default) or with ``nn.GRU`` over length groups: the same function, two speeds."""
+    for m in module.modules():
+        if isinstance(m, BiRNN):
+            m.gru_scan = on
 
 
 class BiGRU(BiRNN):
