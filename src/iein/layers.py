@@ -230,11 +230,10 @@ class BiRNN(nn.Module):
     so padding never reaches a real position.  Three execution paths, one function:
 
     * training a GRU on CPU: :class:`_BiGRUScan`, both directions in one packed scan with a
-      hand-written backward (1.8x faster than length groups on the word-level BiGRU of
-      MELD batches, ``bench/bench_bigru.py --real``);
+      hand-written backward (faster than length groups: ``bench/bench_bigru.py --real``);
     * training otherwise (LSTM, GPU): ``nn.GRU``/``nn.LSTM`` over length-sorted groups
-      (:func:`length_groups`), about 4x faster on CPU than ``pack_padded_sequence``, whose
-      backward is dominated by copies; on a GPU it is cuDNN's kernel;
+      (:func:`length_groups`), faster on CPU than ``pack_padded_sequence``, whose backward is
+      dominated by copies; on a GPU it is cuDNN's kernel;
     * inference: one packed bidirectional call (:meth:`_forward_packed`).
 
     Outputs at padded positions are zero.  The LSTM differs only in the ``nn`` class (its

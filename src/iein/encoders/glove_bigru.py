@@ -42,9 +42,8 @@ class GloveBiGRU(GloveEncoder):
         tokens, lengths = inputs
         if not self.gru.scans(tokens):
             return super().forward(inputs)
-        # Training on CPU: the same function on the real words only, never padded.  A MELD
-        # batch has ~3.5x more word slots than words; embedding, dropout, BiGRU outputs and
-        # attention over the slots cost about 7% of an epoch (docs/results.md, issue 12 part 4).
+        # Training on CPU: the same function on the real words only, never padded (a MELD batch
+        # has several times more word slots than words; docs/results.md has the cost).
         batch, width = tokens.shape
         rows = packed_rows(lengths, width)
         x = self.embedding(tokens.reshape(-1)[rows.fwd_pos])

@@ -483,8 +483,8 @@ def baseline_comparison(runs: Sequence[dict[str, Any]], done: dict[str, list[dic
 
 
 def stopped_by_cap(run: dict[str, Any]) -> bool:
-    """Whether the epoch cap cut the run off while dev was still improving (recorded by runs
-    since issue 21 as ``stopped_by``; computed from the stored history for older ones)."""
+    """Whether the epoch cap cut the run off while dev was still improving (recorded by newer
+    runs as ``stopped_by``; computed from the stored history for older ones)."""
     if "stopped_by" in run:
         return run["stopped_by"] == "cap"
     return cap_of(run)

@@ -85,7 +85,7 @@ class Preset:
     stage1: str | None = None
 
 
-#: The patience rule (issue 12): the smallest patience whose replay on the stored dev
+#: The patience rule: the smallest patience whose replay on the stored dev
 #: histories of the GloVe IEIN reproduction (47 runs a dataset: main model, No Label, Gold
 #: Label, T sweep; ``iein report``'s "Where the time goes") selects the very same epoch in at
 #: least three quarters of the runs.  MELD: 4, was 6 (38/47 the same model, the other 9 give up
@@ -93,7 +93,7 @@ class Preset:
 #: Decided on dev alone.  Runs whose results were measured with the old patience keep it
 #: (``_MEASURED_PATIENCE``): the baselines, whose runs also predate the rule and for which a
 #: longer patience can only find an equal or better dev epoch (so IEIN is not favoured), and the
-#: MiniLM presets of issue 10.
+#: first MiniLM presets.
 _MEASURED_PATIENCE = {"meld": 6, "iemocap": 15}
 
 _MELD_MODEL = dict(emotion_dim=32, iterations=2, dropout=0.1, lam=5.0)
@@ -172,7 +172,7 @@ for _ds in ("meld", "iemocap"):
         )
 
 
-#: The best CPU-trainable settings of issue 10 (docs/results.md), all-MiniLM-L6-v2 either way.
+#: The best CPU-trainable settings of the first MiniLM study (docs/results.md), all-MiniLM-L6-v2 either way.
 #: MELD: two-stage, LoRA adapters trained as an utterance classifier (stage 1: 3 epochs, selected
 #: on dev), then IEIN on its frozen vectors; checkpoints stay small (the adapters travel, the base
 #: does not).  IEMOCAP: frozen MiniLM vectors (cached) under IEIN; its LoRA stage 1 barely moved

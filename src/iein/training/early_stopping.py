@@ -48,7 +48,7 @@ def cut_by_cap(epochs_run: int, best_epoch: int, max_epochs: int, patience: int)
     """True when the epoch cap, not this rule, ended a run that was still improving on dev:
     it ran all ``max_epochs`` epochs and its best epoch lies inside the last ``patience`` of
     them (at the cap the rule had not yet fired).  Such a run's selected model is whatever
-    the cap left, so a comparison with runs that stopped on dev says nothing (issue 21)."""
+    the cap left, so a comparison with runs that stopped on dev says nothing."""
     return epochs_run >= max_epochs and max_epochs - best_epoch < patience
 
 
