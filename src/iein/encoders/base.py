@@ -68,6 +68,10 @@ class Featurizer:
         batch of conversations that an encoder may process together."""
         return [self.featurize(c) for c in convs]
 
+    def release(self) -> None:
+        """Free what featurizing needed and training does not (a frozen transformer's base
+        model); called once a corpus is featurized.  Nothing to free by default."""
+
     def state(self) -> dict[str, Any]:
         """JSON state stored in the checkpoint header; :meth:`from_state` rebuilds it."""
         raise NotImplementedError

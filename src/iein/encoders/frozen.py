@@ -116,9 +116,7 @@ class FrozenFeaturizer(Featurizer):
         return self._vectors(self.inner.featurize_batch(convs), None, progress=False)
 
     def release(self) -> None:
-        release = getattr(self.inner, "release", None)
-        if release is not None:
-            release()
+        self.inner.release()
 
     def state(self) -> dict[str, Any]:
         return {"inner": self.inner.state()}

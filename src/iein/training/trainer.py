@@ -113,9 +113,7 @@ def prepare(corpus: Corpus, vectors: str | Path | None = None, encoder: str = "g
     for name, convs in corpus.splits.items():
         feats = featurizer.featurize_many(convs, log=log)
         splits[name] = [encode_with(c, f, index) for c, f in zip(convs, feats)]
-    release = getattr(featurizer, "release", None)
-    if release is not None:  # e.g. a frozen transformer's base model: not needed for training
-        release()
+    featurizer.release()  # e.g. a frozen transformer's base model: not needed for training
     return PreparedData(
         corpus.name, tuple(corpus.labels), encoder, featurizer, derived, enc_cls.features_key(dict(encoder_config or {})),
         splits, dict(featurizer.coverage),
