@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Causal (live) against offline models (issue 26, docs/results.md "Live models"): the live
-# presets and the causal cLSTM, seeds 0-2, one thread; the offline rows are the reproduction's
+# presets and the causal baselines, seeds 0-2, one thread; the offline rows are the reproduction's
 # runs of the same presets and seeds (docs/results/runs.jsonl).  Finished runs are skipped,
 # killed ones resumed, so the script can be rerun after a kill.
 #   scripts/causal_runs.sh [RUNS_DIR]
@@ -28,4 +28,11 @@ for seed in 0 1 2; do
 done
 for seed in 0 1 2; do  # frozen MiniLM vectors (cached), IEIN reading forward only
   train "iemocap-minilm-live-seed$seed" iemocap --preset iemocap-minilm-live --seed "$seed"
+done
+for seed in 0 1 2; do  # the other baselines; DialogueRNN/DialogueGCN share their stage-1 CNN per seed
+  for ds in meld iemocap; do
+    for arch in clstm_crf dialoguernn dialoguegcn; do
+      train "$ds-$arch-causal-seed$seed" "$ds" --preset "$ds-$arch" --set causal=true --seed "$seed"
+    done
+  done
 done
