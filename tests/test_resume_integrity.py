@@ -95,6 +95,18 @@ def test_edited_checksum_is_refused(killed, corpus, tmp_path, capsys):
     one_error(capsys, code, str(state))
 
 
+class _Unsafe:
+    """Any object a weights-only load refuses (a pickle of code, for all iein knows)."""
+
+
+def test_a_pickled_resume_state_is_refused_without_pointing_at_unpickling(corpus, tmp_path, capsys):
+    out = tmp_path / "run.safetensors"
+    torch.save({"format": "iein-resume/3", "payload": _Unsafe()}, side_files(out)[1])
+    code = main(["train", *corpus, *ARGS, "--out", str(out), "--resume"])
+    line = one_error(capsys, code, str(side_files(out)[1]), "pickled objects, which iein never loads")
+    assert "trust" not in line and "\x1b" not in line  # torch's advice to load it anyway is not passed on
+
+
 @pytest.mark.slow
 def test_a_killed_runs_state_is_never_silently_discarded(killed, corpus, tmp_path, capsys):
     out = fresh_copy(killed, tmp_path)

@@ -101,6 +101,9 @@ def read_resume_state(path: Path) -> dict[str, Any]:
     try:
         outer = _torch_load(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
+        if "Weights only load failed" in str(exc):  # torch's hint would be to unpickle it: never
+            raise CheckpointError(f"{path}: not an iein resume state: it holds pickled objects, which iein never "
+                                  f"loads; {START_OVER}") from None
         raise CheckpointError(f"{path}: unreadable resume state (corrupted or truncated?): "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; {START_OVER}") from None
     found = outer.get("format") if isinstance(outer, dict) else None
