@@ -56,3 +56,17 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path, shared_data, argv, extra
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and extra in errors[0] and done.stderr.rstrip().endswith(errors[0]), done.stderr
+
+
+def test_the_glove_model_trains_and_evaluates_without_any_extra(tmp_path, shared_data):
+    from iein.data.registry import load_corpus
+    from tests.conftest import write_jsonl
+
+    meld = load_corpus("meld", shared_data / "meld")
+    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", meld[s][:n]) for s, n in (("train", 20), ("dev", 6), ("test", 6))}
+    out = tmp_path / "m.safetensors"
+    done = _run(["train", "--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
+                 "--preset", "meld", "--epochs", "1", "--threads", "1", "--out", str(out)], tmp_path)
+    assert done.returncode == 0 and out.is_file(), done.stderr
+    done = _run(["evaluate", "--model", str(out), "--test", str(files["test"])], tmp_path)
+    assert done.returncode == 0 and "w-F1" in done.stdout + done.stderr, done.stderr

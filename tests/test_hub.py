@@ -235,3 +235,22 @@ def test_paths_and_names_are_not_taken_for_hub_ids(tmp_path, monkeypatch):
         assert parse_hub_id(text) is None, text
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         Recognizer.load("runs/model")
+
+
+@pytest.mark.slow  # huggingface_hub retries a refused connection for about 25 s
+def test_no_network_is_one_line(tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(IeinError) as err:
+        Recognizer.load("me/live")
+    message = str(err.value)
+    assert "hub model me/live" in message and "\n" not in message, message
+    assert "cannot be reached" in message or "failed" in message, message
+    assert "Retrying" not in capsys.readouterr().err  # the library's retry chatter is not shown

@@ -14,11 +14,13 @@ repository is executed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .errors import CheckpointError, ConfigError
 
@@ -64,6 +66,7 @@ def parse_hub_id(text: str) -> HubRef | None:
 def _hub() -> Any:
     try:
         import huggingface_hub
+        import huggingface_hub.errors  # noqa: F401  (a submodule, not loaded with the package)
     except ImportError:
         raise ConfigError("models from the Hugging Face hub need huggingface_hub: pip install 'iein[hub]'") from None
     return huggingface_hub
@@ -108,6 +111,17 @@ def _drop_partials(repo_id: str, cache_dir: str | None) -> None:
         part.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """``huggingface_hub``'s own retry warnings off: a failure becomes iein's one line."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # its loggers' levels alone do not silence the retry loop
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 class _Repo:
     """One repository at one revision: files fetched one by one, all at the commit the
     first one resolved."""
@@ -120,8 +134,9 @@ class _Repo:
     def fetch(self, filename: str, required: bool = True) -> Path | None:
         errors = self.hub.errors
         try:
-            path = Path(self.hub.hf_hub_download(self.repo_id, filename, revision=self.commit or self.revision,
-                                                 **self.opts))
+            with _quiet_hub():
+                path = Path(self.hub.hf_hub_download(self.repo_id, filename, revision=self.commit or self.revision,
+                                                     **self.opts))
         except errors.RemoteEntryNotFoundError:
             if required:
                 raise CheckpointError(f"hub model {self.repo_id}: the repository has no {filename}") from None
