@@ -254,3 +254,19 @@ def test_no_network_is_one_line(tmp_path, monkeypatch, capsys):
     assert "hub model me/live" in message and "\n" not in message, message
     assert "cannot be reached" in message or "failed" in message, message
     assert "Retrying" not in capsys.readouterr().err  # the library's retry chatter is not shown
+
+
+def test_serve_loads_a_hub_model(hub, tmp_path, monkeypatch):
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    folder = export_model(str(_live_checkpoint(tmp_path)), tmp_path / "repo", "me/live")
+    hub.publish("me/live", _folder_files(folder))
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.setdefault("app", app))
+    assert main(["serve", "--model", "me/live", "--port", "0"]) == 0
+    with TestClient(served["app"]) as client:
+        body = client.get("/model").json()
+        assert body["source"] == "me/live" and body["streams"] is True
+        got = client.post("/predict", json={"utterances": [{"speaker": "Ann", "text": "w1 w2"}]}).json()
+        assert got["utterances"][0]["label"] in LABELS
