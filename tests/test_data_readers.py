@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from iein.data import dailydialog, iemocap, meld
-from iein.data._io import repair_mojibake
+from iein.data.text_io import repair_mojibake
 from iein.data.conversation import Corpus
 from iein.data.registry import DATASETS, download_dir, load_corpus, resolve_data_dir
 from iein.errors import DataError

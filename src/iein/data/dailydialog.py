@@ -14,7 +14,7 @@ from typing import Iterator
 
 from ..errors import DataError
 from .conversation import Conversation, Corpus, Utterance
-from ._io import decode_lines, empty_notes
+from .text_io import decode_lines, empty_notes
 
 #: Label ids 0..6 as in the release's readme.
 LABELS: tuple[str, ...] = (

@@ -26,7 +26,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 
 from ..errors import DataError
 from .conversation import Conversation, Utterance
-from ._io import Source, iter_csv_records, read_lines, source_name
+from .text_io import Source, iter_csv_records, read_lines, source_name
 
 #: Longest accepted utterance, in characters, in every command (train, evaluate, predict):
 #: one limit, so a file that predicts also trains.  Encoders read only the first tokens (128

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from ..errors import DataError
 from .conversation import Conversation, Corpus, Utterance
-from ._io import empty_notes, group_utterances, iter_csv_records, parse_int, parse_label, read_lines
+from .text_io import empty_notes, group_utterances, iter_csv_records, parse_int, parse_label, read_lines
 from .safe_pickle import safe_load
 
 #: Label ids as in the pickle: 0 happy, 1 sad, 2 neutral, 3 angry, 4 excited, 5 frustrated.

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from .conversation import Conversation, Corpus, Utterance
-from ._io import (
+from .text_io import (
     empty_notes,
     group_utterances,
     iter_csv_records,

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from ..errors import DataError
 from . import dailydialog, iemocap, meld
-from ._io import empty_notes
+from .text_io import empty_notes
 from .conversation import Conversation, Corpus, infer_labels
 from .generic import check_label_spellings, check_labels, read_conversations
 

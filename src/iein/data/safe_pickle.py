@@ -13,7 +13,7 @@ import pickle
 from typing import IO, Any
 
 from ..errors import DataError
-from ._io import open_source, source_name
+from .text_io import open_source, source_name
 
 
 def _empty_bytes(*args: Any) -> bytes:
