@@ -747,7 +747,15 @@ def _resolved(a: Sequence[float], b: Sequence[float]) -> str:
 def differences(R: Runs) -> list[str]:
     """The bullets of the "differences from the paper" section, computed from the numbers."""
     out: list[str] = []
-    # setup
+    for part in (_setup_differences, _main_differences, _all_baseline_differences, _table3_differences,
+                 _figure3_differences, _table4_differences):
+        out += part(R)
+    return out
+
+
+def _setup_differences(R: Runs) -> list[str]:
+    """Vectors, data sizes, settings and seed counts against the paper's."""
+    out: list[str] = []
     for r in R.runs[:1]:
         emb = r["embeddings"]
         if emb.get("dim") != PAPER_VECTORS["dim"] or "840" not in str(emb.get("name")):
@@ -773,7 +781,12 @@ def differences(R: Runs) -> list[str]:
             if len(runs) != PAPER_RUNS:
                 out.append(f"{DATASET_TITLE[d]} main model: {plural(len(runs), 'seed')} here, "
                            f"{PAPER_RUNS} runs in the paper.")
-    # Tables 1/2
+    return out
+
+
+def _main_differences(R: Runs) -> list[str]:
+    """Tables 1-2: our weighted F1 and the classes far from the paper's."""
+    out: list[str] = []
     for d in R.datasets:
         runs, paper = R.main(d), PAPER_MAIN.get(d)
         if not runs or not paper:
@@ -796,10 +809,20 @@ def differences(R: Runs) -> list[str]:
         if big:
             out.append(f"{DATASET_TITLE[d]} classes off by ≥ 3 points: " + ", ".join(
                 f"{c} {mc:.2f} vs {paper[c]:.2f} ({signed(g)})" for g, c, mc in big) + ".")
-    # Tables 1/2: the baselines
+    return out
+
+
+def _all_baseline_differences(R: Runs) -> list[str]:
+    """Tables 1-2: the baselines, per dataset."""
+    out: list[str] = []
     for d in R.datasets:
         out += baseline_differences(R, d)
-    # Table 3 ordering
+    return out
+
+
+def _table3_differences(R: Runs) -> list[str]:
+    """Table 3: the ablations' ordering and the rows far from the paper's."""
+    out: list[str] = []
     for d in R.datasets:
         rows = {key: vals for key, _, vals in table3_rows(R, d) if vals}
         paper = PAPER_TABLE3.get(d, {})
@@ -838,7 +861,12 @@ def differences(R: Runs) -> list[str]:
             if vals and key in paper and abs(mean_std(vals)[0] - paper[key]) >= 2.0:
                 out.append(f"Table 3 ({title}) {name[key]}: {mean_std(vals)[0]:.2f} vs paper {paper[key]:.2f} "
                            f"({signed(mean_std(vals)[0] - paper[key])}).")
-    # Figure 3
+    return out
+
+
+def _figure3_differences(R: Runs) -> list[str]:
+    """Figure 3: the best maximum iteration number."""
+    out: list[str] = []
     data = figure3_data(R)
     for d in R.datasets:
         pts = data.get(d) or []
@@ -855,7 +883,12 @@ def differences(R: Runs) -> list[str]:
         zero = dict(pts).get(0)
         if zero is not None and best_t == 0:
             out.append(f"Figure 3 ({title}): **iterating does not help**: T = 0 (no EC-Encoder) is best.")
-    # Table 4
+    return out
+
+
+def _table4_differences(R: Runs) -> list[str]:
+    """Table 4: steps that lose w-F1, and the most common kind of change."""
+    out: list[str] = []
     for d in R.datasets:
         runs = R.main(d)
         if not runs:
