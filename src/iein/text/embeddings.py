@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
@@ -215,6 +215,39 @@ def _is_header(fields: list[bytes]) -> bool:
     return len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit()
 
 
+def _word_of(line: bytes, n_fields: int, dim: int, path: Path, lineno: int) -> str:
+    """The word of a vector line.  Only the word is cut out (cheap); the numbers are split and
+    parsed only for rows that are kept."""
+    if n_fields == dim + 1:
+        word_bytes = line[: line.index(b" ")]
+    else:  # a word containing spaces (glove.840B): the last dim fields are numbers
+        word_bytes = line.rsplit(b" ", dim)[0]
+        extra = word_bytes.split(b" ")[1:]
+        if all(b"." in f and _is_number(f) for f in extra):
+            # "the 0.1 0.2 0.3 0.4" in a 3-d file is a vector of the wrong length, not a word
+            # "the 0.1" (vector values carry a decimal point)
+            raise DataError(f"{where(path, lineno)}: expected a word and {dim} numbers, "
+                            f"got {dim + len(extra)} numbers")
+    try:
+        return word_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where(path, lineno)}: word is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def _choose(chosen: dict[str, tuple[int, int, np.ndarray]], targets: Sequence[str], word: str,
+            vector: Callable[[], np.ndarray], lineno: int) -> None:
+    """Keep this line's vector for each wanted word it may stand for: the exact spelling
+    first, then its lowercase, then another case; earlier lines win ties."""
+    vec: np.ndarray | None = None
+    for target in targets:
+        rank = 0 if word == target else 1 if word == target.lower() else 2
+        if target in chosen and chosen[target][0] <= rank:
+            continue
+        if vec is None:
+            vec = vector()
+        chosen[target] = (rank, lineno, vec)
+
+
 def _load_text(path: Path, restrict_to: Collection[str] | None) -> WordVectors:
     """Stream a GloVe-format file; see :func:`load_vectors` for the rules."""
     wanted = None if restrict_to is None else _wanted(restrict_to)
@@ -259,26 +292,7 @@ def _load_text(path: Path, restrict_to: Collection[str] | None) -> WordVectors:
                         f"got {n_fields} fields"
                     )
                 n_lines += 1
-                # Only the word is cut out here (cheap); the numbers are split and parsed
-                # only for rows that are kept.
-                if n_fields == dim + 1:
-                    word_bytes = line[: line.index(b" ")]
-                else:  # a word containing spaces (glove.840B): the last dim fields are numbers
-                    word_bytes = line.rsplit(b" ", dim)[0]
-                    extra = word_bytes.split(b" ")[1:]
-                    if all(b"." in f and _is_number(f) for f in extra):
-                        # "the 0.1 0.2 0.3 0.4" in a 3-d file is a vector of the wrong
-                        # length, not a word "the 0.1" (vector values carry a decimal point)
-                        raise DataError(
-                            f"{where(path, lineno)}: expected a word and {dim} numbers, "
-                            f"got {dim + len(extra)} numbers"
-                        )
-                try:
-                    word = word_bytes.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(
-                        f"{where(path, lineno)}: word is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                    ) from exc
+                word = _word_of(line, n_fields, dim, path, lineno)
                 if wanted is None:
                     if word in seen:  # duplicates exist in some releases: first one wins
                         continue
@@ -286,17 +300,8 @@ def _load_text(path: Path, restrict_to: Collection[str] | None) -> WordVectors:
                     words.append(word)
                     rows.append(_parse_vector(line, dim, path, lineno))
                     continue
-                targets = by_lower.get(word.lower())
-                if not targets:
-                    continue
-                vec: np.ndarray | None = None
-                for target in targets:
-                    rank = 0 if word == target else 1 if word == target.lower() else 2
-                    if target in chosen and chosen[target][0] <= rank:
-                        continue
-                    if vec is None:
-                        vec = _parse_vector(line, dim, path, lineno)
-                    chosen[target] = (rank, lineno, vec)
+                _choose(chosen, by_lower.get(word.lower()) or (), word, lambda: _parse_vector(line, dim, path, lineno),
+                        lineno)
         except (EOFError, zipfile.BadZipFile, gzip.BadGzipFile, OSError) as exc:
             raise DataError(f"{where(path, lineno + 1)}: file is truncated or corrupted: {exc}") from exc
 
