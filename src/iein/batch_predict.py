@@ -39,7 +39,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -270,6 +270,36 @@ def _data_context(block_bytes: int) -> Iterator[None]:
         data_log.setLevel(level)
 
 
+def _write_in_order(batches: Any, fh: Any, files: Sequence[tuple[Path, str]], bar: Any) -> tuple[int, int, int]:
+    """Write the actors' records as they arrive, checking they come in input order and that no
+    conversation id repeats across files: (conversations, utterances, empty texts)."""
+    n_convs = n_utts = n_empty = 0
+    last = (-1, -1)
+    seen: dict[str, int] = {}
+    try:
+        for batch in batches:
+            for f, s, conv_id, text, n, e in zip(batch["file"], batch["seq"], batch["id"], batch["text"],
+                                                 batch["utterances"], batch["empty"]):
+                f, s = int(f), int(s)
+                if s != (last[1] + 1 if f == last[0] else 0) or f < last[0]:
+                    raise RuntimeError(f"Ray Data returned conversation {s} of file {f} after "
+                                       f"{last[1]} of file {last[0]}: the output would not be in input order")
+                last = (f, s)
+                if conv_id in seen and seen[conv_id] != f:
+                    raise DataError(f"{files[f][1]}: conversation id {conv_id!r} is also in "
+                                    f"{files[seen[conv_id]][1]}; ids must be unique across the input")
+                seen[conv_id] = f
+                fh.write(text)
+                n_convs, n_utts, n_empty = n_convs + 1, n_utts + int(n), n_empty + int(e)
+                bar.update(int(n))
+    except Exception as exc:
+        err = _user_error(exc)
+        if err is None:
+            raise
+        raise err from None
+    return n_convs, n_utts, n_empty
+
+
 def predict_on_ray(
     input_path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None,
@@ -309,7 +339,6 @@ def predict_on_ray(
     source = _datasource(files, input_format, BLOCK_BATCHES * batch_size)
     path = resolve_model(model)
     steps = Recognizer.load(model).steps  # a bad or oracle checkpoint fails in one line
-    n_convs = n_utts = n_empty = 0
     with contextlib.ExitStack() as job:
         ray = job.enter_context(connected(address))
         import ray.data
@@ -343,29 +372,8 @@ def predict_on_ray(
             if fmt == "csv":
                 csv.writer(fh, lineterminator="\n").writerow(csv_header(steps))
             bar = stack.enter_context(tqdm(unit="utt", desc="predict", file=sys.stderr, disable=not progress))
-            last = (-1, -1)
-            seen: dict[str, int] = {}
-            try:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    for f, s, conv_id, text, n, e in zip(batch["file"], batch["seq"], batch["id"], batch["text"],
-                                                         batch["utterances"], batch["empty"]):
-                        f, s = int(f), int(s)
-                        if s != (last[1] + 1 if f == last[0] else 0) or f < last[0]:
-                            raise RuntimeError(f"Ray Data returned conversation {s} of file {f} after "
-                                               f"{last[1]} of file {last[0]}: the output would not be in input order")
-                        last = (f, s)
-                        if conv_id in seen and seen[conv_id] != f:
-                            raise DataError(f"{files[f][1]}: conversation id {conv_id!r} is also in "
-                                            f"{files[seen[conv_id]][1]}; ids must be unique across the input")
-                        seen[conv_id] = f
-                        fh.write(text)
-                        n_convs, n_utts, n_empty = n_convs + 1, n_utts + int(n), n_empty + int(e)
-                        bar.update(int(n))
-            except Exception as exc:
-                err = _user_error(exc)
-                if err is None:
-                    raise
-                raise err from None
+            n_convs, n_utts, n_empty = _write_in_order(ds.iter_batches(batch_size=None, batch_format="numpy"), fh,
+                                                       files, bar)
             fh.flush()
     return n_convs, n_utts, n_empty
 
