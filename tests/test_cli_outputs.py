@@ -19,7 +19,8 @@ import torch
 
 from iein.cli import main
 from iein.data.conversation import Conversation, Utterance
-from iein.recognizer import EMPTY_TEXT_NOTE, OUTPUT_DIGITS, ConversationPrediction, Recognizer, format_trace
+from iein.output_formats import EMPTY_TEXT_NOTE, OUTPUT_DIGITS, format_trace
+from iein.recognizer import ConversationPrediction, Recognizer
 from iein.utils import plural
 
 torch.set_num_threads(1)
@@ -369,7 +370,7 @@ def test_messages_point_the_right_way(tmp_path, capsys):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no torch warning may come first
-        with pytest.raises(Exception, match="unreadable resume state") as info:
+        with pytest.raises(Exception, match="pickled objects, which iein never loads") as info:
             read_resume_state(state)
     assert "\n" not in str(info.value)
 

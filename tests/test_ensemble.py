@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from iein.checkpoint import load_checkpoint
 from iein.cli import main

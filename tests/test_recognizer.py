@@ -22,7 +22,8 @@ from iein.evaluation.evaluate import predict_steps
 from iein.data.batching import encode_with
 from iein.encoders.glove_bigru import GloveBiGRU, GloveBiGRUConfig
 from iein.models.iein import IEIN, IEINConfig
-from iein.recognizer import MAX_UTTERANCE_CHARS, Recognizer, format_trace
+from iein.output_formats import format_trace
+from iein.recognizer import MAX_UTTERANCE_CHARS, Recognizer
 from iein.training.config import TrainConfig
 from iein.training.experiment import ExperimentConfig
 from iein.training.trainer import prepare, train

@@ -20,7 +20,7 @@ in one process.  This module spreads the same work over a cluster, with the same
   (the checkpoint's bytes travel with the actor's arguments, through Ray's object store,
   so other nodes need no copy of the file), pins its torch threads to its CPUs (``--threads``), and turns every
   conversation into its finished output text with the local path's own formatters
-  (:func:`~iein.recognizer.jsonl_record`, :func:`~iein.recognizer.csv_rows`), so the two
+  (:func:`~iein.output_formats.jsonl_record`, :func:`~iein.output_formats.csv_rows`), so the two
   backends write the same records.
 * **Writing.**  Ray Data runs with ``preserve_order``: blocks come back in input order, and
   the driver checks every row's ``(file, seq)`` is the next one before writing it, so each
@@ -183,7 +183,7 @@ class Labeller:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .data.conversation import Conversation, Utterance
-        from .recognizer import csv_rows, jsonl_record
+        from .output_formats import csv_rows, jsonl_record
 
         files, seqs = batch["file"], batch["seq"]
         out: dict[str, list[Any]] = {"text": [], "id": [], "utterances": [], "empty": []}
@@ -322,7 +322,8 @@ def predict_on_ray(
     utterances with empty text)."""
     from tqdm.auto import tqdm
 
-    from .recognizer import Recognizer, csv_header, resolve_model
+    from .output_formats import csv_header
+    from .recognizer import Recognizer, resolve_model
     from .reproduce.ray_backend import connected, import_ray
     from .utils import atomic_path, plural
 

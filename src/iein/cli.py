@@ -283,8 +283,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .data.generic import MAX_UTTERANCES, iter_conversations, source_name
-    from .recognizer import (MAX_UTTERANCE_CHARS, Recognizer, csv_header, csv_rows, format_trace,
-                             jsonl_record)
+    from .output_formats import csv_header, csv_rows, format_trace, jsonl_record
+    from .recognizer import MAX_UTTERANCE_CHARS, Recognizer
     from .utils import atomic_path, torch_threads
 
     fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "jsonl")
@@ -355,7 +355,7 @@ def _predict_live(rec: Any, args: argparse.Namespace) -> int:
     line out per utterance (flushed); a bad line is reported on stderr and skipped."""
     import os
 
-    from .recognizer import OUTPUT_DIGITS, add_notes
+    from .output_formats import OUTPUT_DIGITS, add_notes
     from .stream import live_predictions
     from .utils import torch_threads
 

@@ -380,7 +380,7 @@ def create_app(recognizer: Any, limits: Limits | None = None, stream_limits: Str
     """The service around ``recognizer`` (an :class:`iein.recognizer.Recognizer`, or any
     object with ``labels``, ``card`` and ``predict``); ``/stream`` labels live conversations
     when its model is causal (:mod:`iein.server.live`)."""
-    from ..recognizer import OUTPUT_DIGITS, add_notes, round_probs  # here: it imports torch
+    from ..output_formats import OUTPUT_DIGITS, add_notes, round_probs  # here: it imports torch
 
     limits = limits or Limits()
     labels = [str(x) for x in recognizer.labels]

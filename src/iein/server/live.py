@@ -76,7 +76,7 @@ def _utterance(raw: str, max_bytes: int, max_speaker_chars: int) -> dict[str, An
 def add_stream_route(app: FastAPI, recognizer: Any, limits: StreamLimits, max_utterance_chars: int,
                      max_speaker_chars: int) -> None:
     """Add ``/stream`` to ``app`` (see the module doc)."""
-    from ..recognizer import OUTPUT_DIGITS  # here: it imports torch
+    from ..output_formats import OUTPUT_DIGITS  # here: it imports torch
 
     lock = threading.Lock()
     open_sessions = 0
