@@ -21,7 +21,8 @@ from iein.reproduce.plan import build_plan
 from iein.training.config import BASELINES
 from iein.reproduce.paper import PAPER_TABLE2_MELD
 from iein.reproduce.replay import patience_what_if, stop_epoch
-from iein.reproduce.report import correction_summary, load_runs, render_report, run_corrections, seed_count_label
+from iein.reproduce.figures import seed_count_label
+from iein.reproduce.report import correction_summary, load_runs, render_report, run_corrections
 from iein.reproduce.runner import (append_record, decode_dialogues, encode_dialogues, read_records, reproduce,
                                    strip_timing)
 

@@ -75,3 +75,4 @@ PAPER_SETTINGS = {
              "utterance_hidden": 100, "emotion_dim": 32, "dropout": 0.1, "iterations": 2},
 }
 PAPER_RUNS = 12  # section 3.4: "we repeat the experiment 12 times"
+DATASET_TITLE = {"iemocap": "IEMOCAP", "meld": "MELD"}

@@ -33,6 +33,7 @@ from ..training.early_stopping import cap_of
 from .plan import DEFAULT_SEEDS_BASELINES, FIGURE3_ITERATIONS, TABLE3_ITERATIONS, parse_key
 from .paper import (  # the paper's numbers
     BASELINE_NAME,
+    DATASET_TITLE,
     PAPER_BASELINES,
     PAPER_BEST_T,
     PAPER_COLUMN_LABEL,
@@ -44,10 +45,10 @@ from .paper import (  # the paper's numbers
     PAPER_TABLE4,
     PAPER_VECTORS,
 )
+from .figures import plot_confusion, plot_figure3
 from .replay import patience_what_if, time_profile
 from .runner import decode_dialogues, read_records, runs_path, upgrade_record
 
-DATASET_TITLE = {"iemocap": "IEMOCAP", "meld": "MELD"}
 TABLE_OF = {"iemocap": 1, "meld": 2}
 ROW_NAME = {"no_label": "No Label", "gold_label": "Gold Label"}
 KINDS = ("R->W", "W->R", "W->W")
@@ -635,47 +636,6 @@ def figure3_data(R: Runs) -> dict[str, list[tuple[int, list[float]]]]:
     return out
 
 
-def seed_count_label(counts: Sequence[int]) -> str:
-    """``"5 seeds"`` when every point has the same number of seeds, ``"1–5 seeds per point"``
-    when a partial reproduction left some points with fewer (the legend must not claim more)."""
-    lo, hi = min(counts), max(counts)
-    if lo == hi:
-        return plural(hi, "seed")
-    return f"{lo}–{hi} seeds per point"
-
-
-def plot_figure3(R: Runs, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = figure3_data(R)
-    fig, axes = plt.subplots(1, len(R.datasets), figsize=(4.2 * len(R.datasets), 3.4), squeeze=False)
-    for ax, d in zip(axes[0], R.datasets):
-        pts = data[d]
-        if pts:
-            x = np.array([t for t, _ in pts])
-            m = np.array([mean_std(v)[0] for _, v in pts])
-            s = np.array([mean_std(v)[1] for _, v in pts])
-            ax.plot(x, m, "o-", color="C0", label=f"ours (mean ± std, {seed_count_label([len(v) for _, v in pts])})")
-            ax.fill_between(x, m - s, m + s, color="C0", alpha=0.2)
-        paper = PAPER_TABLE3.get(d, {})
-        pt = [t for t in TABLE3_ITERATIONS if t in paper]
-        if pt:
-            ax.plot(pt, [paper[t] for t in pt], "s--", color="C3", mfc="none", label="paper (Table 3)")
-        ax.set_title(DATASET_TITLE.get(d, d))
-        ax.set_xlabel("maximum iteration number T")
-        ax.set_ylabel("test weighted F1 (%)")
-        ax.set_xticks(list(FIGURE3_ITERATIONS))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Figure 3: weighted F1 vs maximum iteration number" + (" (QUICK MODE)" if R.quick else ""))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def section_figure3(R: Runs) -> str:
     data = figure3_data(R)
     rows = []
@@ -690,38 +650,6 @@ def section_figure3(R: Runs) -> str:
             "initial prediction alone (no EC-Encoder). The paper prints no values for its Figure 3; its T = 1..3 "
             "points are Table 3's, drawn as squares." + iein_encoder_note(R) + "\n\n")
     return text + md_table(["", *(DATASET_TITLE.get(d, d) for d in R.datasets)], rows) + "\n"
-
-
-def plot_confusion(R: Runs, dataset: str, path: Path) -> bool:
-    runs = R.main(dataset)
-    if not runs:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = R.ds[dataset]["labels"]
-    cm = np.mean([np.array(r["test"]["final"]["confusion_matrix"], dtype=float) for r in runs], axis=0)
-    rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.8 + 0.7 * len(labels)))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, f"{cm[i, j]:.1f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    ax.set_title(f"{DATASET_TITLE.get(dataset, dataset)} test, mean over {plural(len(runs), 'seed')}"
-                 + (" (QUICK)" if R.quick else ""), fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of gold row")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 def section_confusion(R: Runs, made: dict[str, bool]) -> str:
@@ -1049,8 +977,15 @@ def render_report(out_dir: str | os.PathLike[str]) -> Path:
     """Write ``report.md``, ``figure3.png`` and ``confusion_<dataset>.png`` into ``out_dir``."""
     out = Path(out_dir)
     R = load_runs(out)
-    plot_figure3(R, out / "figure3.png")
-    made = {d: plot_confusion(R, d, out / f"confusion_{d}.png") for d in R.datasets}
+    plot_figure3(figure3_data(R), R.datasets, R.quick, out / "figure3.png")
+    made = {}
+    for d in R.datasets:
+        runs = R.main(d)
+        made[d] = bool(runs)
+        if runs:
+            plot_confusion([r["test"]["final"]["confusion_matrix"] for r in runs], R.ds[d]["labels"],
+                           f"{DATASET_TITLE.get(d, d)} test, mean over {plural(len(runs), 'seed')}"
+                           + (" (QUICK)" if R.quick else ""), out / f"confusion_{d}.png")
     sections = [section_header(R)]
     sections += [section_main(R, d) for d in R.datasets]
     sections += [section_table3(R), section_table4(R), section_table5(R), section_figure3(R),
