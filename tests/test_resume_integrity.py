@@ -107,6 +107,19 @@ def test_a_pickled_resume_state_is_refused_without_pointing_at_unpickling(corpus
     assert "trust" not in line and "\x1b" not in line  # torch's advice to load it anyway is not passed on
 
 
+@pytest.mark.parametrize("head", [b"\x80\x02", b"\x80\x04", b"", b"PK"])
+def test_garbage_is_unreadable_not_pickled(head, tmp_path):
+    """Random bytes, even ones that open like a pickle (torch then says "Weights only load
+    failed" too), are an unreadable file, not a file of pickled objects."""
+    from iein.errors import CheckpointError
+    from iein.training.resume_state import read_resume_state
+    path = tmp_path / "x.resume.pt"
+    for seed in range(20):
+        path.write_bytes(head + np.random.default_rng(seed).bytes(4096))
+        with pytest.raises(CheckpointError, match="unreadable resume state"):
+            read_resume_state(path)
+
+
 @pytest.mark.slow
 def test_a_killed_runs_state_is_never_silently_discarded(killed, corpus, tmp_path, capsys):
     out = fresh_copy(killed, tmp_path)

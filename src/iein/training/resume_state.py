@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickletools
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,8 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..atomic import atomic_path
 from ..models.base import ConversationModel
-from ..utils import atomic_path
 from . import distributed
 from .early_stopping import EarlyStopping
 
@@ -83,6 +85,22 @@ def _torch_load(source: Any) -> Any:
         return torch.load(source, map_location="cpu", weights_only=True)
 
 
+def holds_pickle(path: Path) -> bool:
+    """Whether ``path`` is a torch (zip) file or a well-formed pickle stream.  torch reports
+    any unpickling failure, random bytes included, as "Weights only load failed"; only a file
+    that parses as a pickle holds objects iein refused, the rest is just unreadable.
+    ``pickletools.genops`` reads the opcodes without running any of them."""
+    if zipfile.is_zipfile(path):
+        return True
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:  # noqa: BLE001 - not a pickle, whatever the parse error
+        return False
+    return True
+
+
 def load_resume_state(path: Path, identity: str) -> dict[str, Any]:
     """A resume state (:func:`read_resume_state`) whose identity is this run's; errors are
     one line."""
@@ -101,7 +119,7 @@ def read_resume_state(path: Path) -> dict[str, Any]:
     try:
         outer = _torch_load(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
-        if "Weights only load failed" in str(exc):  # torch's hint would be to unpickle it: never
+        if "Weights only load failed" in str(exc) and holds_pickle(path):
             raise CheckpointError(f"{path}: not an iein resume state: it holds pickled objects, which iein never "
                                   f"loads; {START_OVER}") from None
         raise CheckpointError(f"{path}: unreadable resume state (corrupted or truncated?): "
