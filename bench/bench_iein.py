@@ -31,7 +31,8 @@ from iein.evaluation.evaluate import predict_steps
 from iein.evaluation.metrics import format_mean_std
 from iein.training.experiment import ExperimentConfig, parse_overrides, resolve_experiment
 from iein.training.trainer import prepare, train
-from iein.utils import atomic_write_json, peak_rss_mb
+from iein.utils import peak_rss_mb
+from iein.atomic import atomic_write_json
 
 
 def inference_speed(model, data, threads: int, min_utts: int = 20000) -> float:

@@ -24,7 +24,7 @@ import torch
 
 from iein.data.registry import load_corpus
 from iein.recognizer import Recognizer
-from iein.utils import atomic_write_json
+from iein.atomic import atomic_write_json
 
 
 def turns(data_root: str, n: int) -> list[tuple[str, str]]:

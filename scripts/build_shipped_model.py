@@ -28,7 +28,7 @@ from iein import __version__
 from iein.checkpoint import read_metadata
 from iein.cli import main as iein_main
 from iein.models.registry import get_model_class
-from iein.utils import atomic_path, atomic_write_json
+from iein.atomic import atomic_path, atomic_write_json
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "iein" / "pretrained"
 

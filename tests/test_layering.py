@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iein"
 
 #: layer of each top-level module or package of iein; a module may import its own layer or lower
 LAYERS: dict[str, int] = {
-    "errors": 0, "utils": 0, "configuration": 0, "lazy": 0, "__init__": 0,
+    "errors": 0, "utils": 0, "atomic": 0, "configuration": 0, "lazy": 0, "__init__": 0,
     "data": 1, "hub": 1,
     "text": 2,
     "layers": 3,

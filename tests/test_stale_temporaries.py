@@ -1,5 +1,5 @@
 """Temporaries of killed writers (issue 12, part 5): ``kill -9`` during an atomic save must
-not strand files forever.  :func:`iein.utils.atomic_path` names its temporary
+not strand files forever.  :func:`iein.atomic.atomic_path` names its temporary
 ``.NAME.iein-tmp-PID-RANDOM.SUFFIX``; the next atomic write of NAME removes those whose
 writer is dead, and nothing else."""
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from iein import utils
-from iein.utils import atomic_path, atomic_write_bytes, remove_stale_temporaries
+from iein import atomic
+from iein.atomic import atomic_path, atomic_write_bytes, remove_stale_temporaries
 
 TMP_NAME = re.compile(r"\.(?P<name>.+)\.iein-tmp-(?P<pid>\d+)-[a-z0-9_]{8}(?P<suffix>.*)")
-OLD = time.time() - 3600  # an mtime well past utils.STALE_AFTER_S
+OLD = time.time() - 3600  # an mtime well past atomic.STALE_AFTER_S
 
 
 def _dead_pid() -> int:
@@ -83,12 +83,12 @@ def test_start_up_sweep_of_a_whole_folder(tmp_path: Path) -> None:
 def test_zombie_writer_counts_as_dead() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert utils._pid_alive(proc.pid)
+        assert atomic.pid_alive(proc.pid)
         proc.kill()
         deadline = time.time() + 10
-        while utils._pid_alive(proc.pid) and time.time() < deadline:  # a zombie until reaped
+        while atomic.pid_alive(proc.pid) and time.time() < deadline:  # a zombie until reaped
             time.sleep(0.02)
-        assert not utils._pid_alive(proc.pid)
+        assert not atomic.pid_alive(proc.pid)
     finally:
         proc.kill()
         proc.wait()
@@ -96,7 +96,7 @@ def test_zombie_writer_counts_as_dead() -> None:
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from iein.utils import atomic_path
+    from iein.atomic import atomic_path
     with atomic_path(sys.argv[1]) as tmp:
         with open(tmp, "wb") as fh:
             for i in range(10_000):
@@ -122,7 +122,7 @@ def test_kill_9_mid_write_then_next_save_cleans_up(tmp_path: Path, monkeypatch: 
         proc.wait()
     assert leftover.exists()  # what a kill -9 leaves: the partial temporary, target untouched
     assert torch.load(target) == {"epoch": 1}
-    monkeypatch.setattr(utils, "STALE_AFTER_S", 0.0)  # do not wait out the grace period
+    monkeypatch.setattr(atomic, "STALE_AFTER_S", 0.0)  # do not wait out the grace period
     with atomic_path(target) as tmp:
         torch.save({"epoch": 2}, tmp)
     assert not leftover.exists()

@@ -12,16 +12,8 @@ import pytest
 import torch
 
 from iein import utils
-from iein.utils import (
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    peak_rss_mb,
-    set_seed,
-    sha256_file,
-    torch_threads,
-)
+from iein.utils import peak_rss_mb, set_seed, sha256_file, torch_threads
+from iein.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def _leftovers(directory: Path, keep: str) -> list[str]:

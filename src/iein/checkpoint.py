@@ -30,7 +30,7 @@ from . import __version__
 from .errors import CheckpointError, ConfigError
 from .models.base import ConversationModel
 from .models.registry import build_model
-from .utils import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 FORMAT = "iein-checkpoint/2"
 FORMAT_V1 = "iein-checkpoint/1"

@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.experiment import parse_overrides, resolve_experiment
     from .training.pipeline import run_experiment
     from .training.trainer import check_resume_state, check_stage1_data, prepare, side_files
-    from .utils import atomic_write_json
+    from .atomic import atomic_write_json
 
     # Under torchrun every process runs this command; rank 0 alone prints and writes files.
     main_rank = env_rank() == 0
@@ -179,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate_model, predict_steps
     from .evaluation.metrics import format_report
     from .recognizer import resolve_model
-    from .utils import atomic_write_json
+    from .atomic import atomic_write_json
 
     names = model_names(args.model)
     members = [load_checkpoint(resolve_model(n)) for n in names]
@@ -285,7 +285,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data.generic import MAX_UTTERANCES, iter_conversations, source_name
     from .output_formats import csv_header, csv_rows, format_trace, jsonl_record
     from .recognizer import MAX_UTTERANCE_CHARS, Recognizer
-    from .utils import atomic_path, torch_threads
+    from .utils import torch_threads
+    from .atomic import atomic_path
 
     fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "jsonl")
     # A progress bar on a terminal's stderr, unless it would interleave with output on that terminal.

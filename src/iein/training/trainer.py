@@ -48,7 +48,8 @@ from ..errors import ConfigError
 from ..evaluation.evaluate import evaluate_model, selection_metric
 from ..models.base import ConversationModel
 from ..models.registry import build_model
-from ..utils import plural, remove_stale_temporaries, set_seed, torch_threads
+from ..utils import plural, set_seed, torch_threads
+from ..atomic import remove_stale_temporaries
 from . import distributed
 from .batch_plan import epoch_order, lr_schedule, n_steps, utterance_items
 from .callbacks import Callback
