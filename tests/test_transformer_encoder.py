@@ -261,6 +261,57 @@ def test_frozen_vectors_equal_the_modules_pooled_output(tiny_bert: Path, tmp_pat
         np.testing.assert_allclose(out.numpy(), vectors, atol=1e-5)
 
 
+def test_layer_mix_caches_each_layer_and_trains_only_the_mix(tiny_bert: Path, tmp_path: Path) -> None:
+    """``layers=2`` on a 1-layer BERT: the embeddings' output and the last layer, pooled side
+    by side in the cache; the frozen module mixes them (the plain average at the start) and
+    the mix is all that trains and all a checkpoint holds."""
+    last, _ = build(tiny_bert, tmp_path)
+    one = np.stack(last.featurize_many([CONV])[0])
+    feat, cfg = build(tiny_bert, tmp_path, layers=2)
+    two = np.stack(feat.featurize_many([CONV])[0])
+    assert two.shape == (4, 32) and feat.last_stats["computed"] == 4  # its own cache namespace
+    np.testing.assert_allclose(two[:, 16:], one, atol=1e-6)  # the output is the last state
+    model, ids = feat.base_model(), feat.build_inputs([CONV])[0]
+    with torch.no_grad():
+        emb = model(input_ids=torch.from_numpy(ids[0])[None], output_hidden_states=True).hidden_states[0]
+    np.testing.assert_allclose(two[0, :16], emb[0].mean(0).numpy(), atol=1e-5)
+    enc = TransformerEncoder(cfg, feat)
+    batch = enc.collate(list(two))
+    np.testing.assert_allclose(enc.eval()(batch).detach().numpy(), (two[:, :16] + two[:, 16:]) / 2, atol=1e-6)
+    groups = enc.param_groups(0.01, 0.0)
+    assert [len(g["params"]) for g in groups] == [2] and "lr" not in groups[0]  # the context model's rate
+    assert set(enc.state_dict()) == {"mix.weights", "mix.gamma"}
+    with torch.no_grad():
+        enc.mix.weights.copy_(torch.tensor([-30.0, 30.0]))
+    np.testing.assert_allclose(enc(batch).detach().numpy(), one, atol=1e-5)  # all weight on the last layer
+
+
+@pytest.mark.parametrize("pooling", ["mean", "target"])
+def test_layer_mix_when_finetuning_equals_the_frozen_mix(tiny_bert: Path, tmp_path: Path, pooling: str) -> None:
+    """Pooling is linear, so mixing the states and then pooling (fine-tuning's path) equals
+    pooling each state and then mixing (the cached path)."""
+    feat, cfg = build(tiny_bert, tmp_path, layers=2, pooling=pooling, window_past=1)
+    frozen = TransformerEncoder(cfg, feat).eval()
+    tuned = TransformerEncoder(cfg.replace(mode="finetune", save_full_weights=True), feat).eval()
+    for enc in (frozen, tuned):
+        with torch.no_grad():
+            enc.mix.weights.copy_(torch.tensor([0.3, -0.8]))
+            enc.mix.gamma.fill_(1.7)
+    with torch.no_grad():
+        cached = frozen(frozen.collate(feat.featurize_many([CONV])[0]))
+        direct = tuned.encode_many(feat.build_inputs([CONV])[0])
+    np.testing.assert_allclose(direct.numpy(), cached.numpy(), atol=1e-5)
+    assert {"mix.weights", "mix.gamma"} <= set(tuned.state_dict())
+
+
+def test_layer_mix_beyond_the_models_states_is_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'layers' = 3 exceeds the 2 hidden states"):
+        build(tiny_bert, tmp_path, layers=3)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="'layers' must be a whole number >= 1"):
+            TransformerEncoderConfig(layers=bad)  # type: ignore[arg-type]
+
+
 def test_finetune_trains_the_transformer(tiny_bert: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     feat, cfg = build(tiny_bert, tmp_path, mode="finetune", save_full_weights=True, encoder_lr=3e-3)

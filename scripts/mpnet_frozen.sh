@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Frozen all-mpnet-base-v2 under IEIN (issue 20, docs/results.md "MPNet, frozen"): the last
+# hidden state against a learned mix of the last 4 (`encoder.layers=4`), u projected to 128-d
+# (`utterance_proj=128`, as the context-window presets), seeds 0-2, one thread.  The vectors
+# are cached on the first seed; finished runs are skipped and killed ones resumed.
+#   scripts/mpnet_frozen.sh [RUNS_DIR] [DATASETS] [LAYERS]
+set -euo pipefail
+runs=${1:-runs}
+datasets=${2:-iemocap meld}
+layer_settings=${3:-1 4}
+iein=${IEIN:-.venv/bin/iein}
+for ds in $datasets; do
+  case $ds in
+    meld) preset=(--preset meld --encoder transformer) ;;
+    iemocap) preset=(--preset iemocap-minilm) ;;
+    *) echo "unknown dataset $ds" >&2; exit 2 ;;
+  esac
+  for layers in $layer_settings; do
+    for seed in 0 1 2; do
+      out=$runs/$ds-mpnet-l$layers-proj128-seed$seed.safetensors
+      [ -f "$out" ] && continue
+      resume=()
+      [ -f "${out%.safetensors}.resume.pt" ] && resume=(--resume)
+      "$iein" train --dataset "$ds" --data-dir "../shared/data/$ds" "${preset[@]}" --set encoder.model=mpnet \
+        --set encoder.layers="$layers" --set model.utterance_proj=128 --seed "$seed" --threads 1 "${resume[@]}" \
+        --out "$out" > "${out%.safetensors}.log" 2>&1
+    done
+  done
+done
