@@ -71,6 +71,16 @@ def _assert_error(r, status: int, code: str, field: str | None = None) -> dict:
 
 # --- happy path ---------------------------------------------------------------------------
 
+def test_the_recognizer_and_the_fakes_have_every_member_the_service_uses(recognizer: Recognizer) -> None:
+    from iein.server.labeller import Labeller
+
+    members = set(Labeller.__annotations__) | {n for n in vars(Labeller) if not n.startswith("_")}
+    assert {"labels", "predict_many", "stream_problem", "conversation"} <= members
+    for obj in (recognizer, FakeLabeller()):
+        missing = [m for m in members if not hasattr(obj, m)]
+        assert not missing, (type(obj).__name__, missing)
+
+
 def test_predict_matches_the_recognizer(client: TestClient, recognizer: Recognizer) -> None:
     r = client.post("/predict", json=_conv())
     assert r.status_code == 200, r.text
@@ -380,19 +390,40 @@ def test_live_server_stops_reading_a_chunked_body_at_the_limit(recognizer: Recog
             assert head.startswith(b"HTTP/1.1 413"), head[:200]
 
 
-class SlowRecognizer:
+class FakeLabeller:
+    """The service's whole contract (``iein.server.labeller.Labeller``) with fixed answers."""
+
     labels = ("neutral", "joy")
     steps = 2
+    source = "fake"
+    streams = False
     card = {"dataset": "fake"}
 
+    def conversation(self, obj):
+        return obj
+
+    def predict(self, conversation):
+        return [{"speaker": u["speaker"], "text": u["text"], "label": "joy", "probs": {"neutral": 0.4, "joy": 0.6},
+                 "steps": ["neutral", "joy"]} for u in conversation["utterances"]]
+
+    def predict_many(self, conversations, batch_size=32):
+        return [self.predict(c) for c in conversations]
+
+    def stream_problem(self):
+        return "this fake cannot stream"
+
+    def stream(self):
+        raise AssertionError("never called: stream_problem refuses")
+
+
+class SlowRecognizer(FakeLabeller):
     def __init__(self) -> None:
         self.started = threading.Event()
 
     def predict(self, conversation):
         self.started.set()
         time.sleep(1.5)
-        return [{"speaker": u["speaker"], "text": u["text"], "label": "joy", "probs": {"neutral": 0.4, "joy": 0.6},
-                 "steps": ["neutral", "joy"]} for u in conversation["utterances"]]
+        return super().predict(conversation)
 
 
 def test_inference_runs_off_the_event_loop() -> None:
@@ -425,28 +456,22 @@ def test_inference_runs_off_the_event_loop() -> None:
 
 # --- batching of concurrent requests -------------------------------------------------------
 
-class GatedRecognizer:
+class GatedRecognizer(FakeLabeller):
     """predict_many waits at a gate, so that requests queue behind the first call."""
-
-    labels = ("neutral", "joy")
 
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.batches: list[int] = []
 
-    def _rows(self, conv):
+    def predict(self, conv):
         if conv["utterances"][0]["text"] == "boom":
             raise ValueError("bad conversation")
-        return [{"speaker": u["speaker"], "text": u["text"], "label": "joy", "probs": {"neutral": 0.4, "joy": 0.6},
-                 "steps": ["neutral", "joy"]} for u in conv["utterances"]]
-
-    def predict(self, conv):
-        return self._rows(conv)
+        return super().predict(conv)
 
     def predict_many(self, convs, batch_size=32):
         self.gate.wait(10)
         self.batches.append(len(convs))
-        return [self._rows(c) for c in convs]
+        return [self.predict(c) for c in convs]
 
 
 def test_batcher_labels_queued_requests_together_and_isolates_failures() -> None:

@@ -250,9 +250,7 @@ class Recognizer:
         return card
 
     def __repr__(self) -> str:
-        variant = getattr(self._model.config, "variant", None)
-        return (f"Recognizer({self.source!r}, model={self._model.model_type}"
-                f"{f', variant={variant}' if variant else ''}, encoder="
+        return (f"Recognizer({self.source!r}, model={self._model.describe()}, encoder="
                 f"{self._model.utterance_encoder.encoder_type}, steps={self.steps}, labels={list(self._labels)})")
 
     # -- input

@@ -87,6 +87,11 @@ class ConversationModel(nn.Module):
 
     # -- what every model must say
 
+    def describe(self) -> str:
+        """The model in a few words for ``repr`` and logs: its type, plus any setting that
+        changes what it computes (IEIN names its variant)."""
+        return self.model_type
+
     @property
     def n_steps(self) -> int:
         """Number of logits tensors :meth:`context` returns."""

@@ -216,6 +216,9 @@ class IEIN(ConversationModel):
     def is_oracle(self) -> bool:
         return self.config.variant == "gold_label"
 
+    def describe(self) -> str:
+        return f"{self.model_type}, variant={self.config.variant}"
+
     def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
         """Eq. 9-10 from the utterance vectors ``u (B, N, du)``: the logits of P^0 ... P^T.
         The Gold Label variant reads ``batch.labels`` (it is an oracle)."""

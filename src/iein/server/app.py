@@ -44,9 +44,11 @@ from ..data.examples import TABLE5_EXAMPLE
 from ..data.generic import MAX_UTTERANCE_CHARS
 from ..errors import ConfigError, IeinError
 from ..utils import plural
+from .labeller import Labeller
 from .live import StreamLimits, add_stream_route
 
-__all__ = ["Limits", "create_app", "serve", "BodyLimitMiddleware", "InferenceBatcher", "LOOPBACK_HOSTS"]
+__all__ = ["Labeller", "Limits", "create_app", "serve", "BodyLimitMiddleware", "InferenceBatcher", "LOOPBACK_HOSTS"]
+
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -299,10 +301,10 @@ class InferenceBatcher:
     the throughput at 16 clients); when idle a request runs at once, alone, with no added
     wait.  Request threads block on a future, so the event loop is never involved.  A
     batch that fails is retried one conversation at a time, so one bad request never fails
-    another.  Recognizers without ``predict_many`` are called one request at a time.
+    another.
     """
 
-    def __init__(self, recognizer: Any, max_batch: int = 32) -> None:
+    def __init__(self, recognizer: Labeller, max_batch: int = 32) -> None:
         self.recognizer = recognizer
         self.max_batch = max_batch
         self._queue: "queue.SimpleQueue[tuple[Any, concurrent.futures.Future] | None]" = queue.SimpleQueue()
@@ -311,10 +313,7 @@ class InferenceBatcher:
         self._closed = False
 
     def predict(self, conversation: Any) -> list[dict[str, Any]]:
-        if not hasattr(self.recognizer, "predict_many"):
-            return self.recognizer.predict(conversation)
-        if hasattr(self.recognizer, "conversation"):  # validate here: errors stay with their request
-            conversation = self.recognizer.conversation(conversation)
+        conversation = self.recognizer.conversation(conversation)  # here: errors stay with their request
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             if self._closed:
@@ -376,21 +375,21 @@ def _read_asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
-def create_app(recognizer: Any, limits: Limits | None = None, stream_limits: StreamLimits | None = None) -> FastAPI:
-    """The service around ``recognizer`` (an :class:`iein.recognizer.Recognizer`, or any
-    object with ``labels``, ``card`` and ``predict``); ``/stream`` labels live conversations
-    when its model is causal (:mod:`iein.server.live`)."""
+def create_app(recognizer: Labeller, limits: Limits | None = None,
+               stream_limits: StreamLimits | None = None) -> FastAPI:
+    """The service around ``recognizer`` (see :class:`Labeller`); ``/stream`` labels live
+    conversations when its model is causal (:mod:`iein.server.live`)."""
     from ..output_formats import OUTPUT_DIGITS, add_notes, round_probs  # here: it imports torch
 
     limits = limits or Limits()
     labels = [str(x) for x in recognizer.labels]
-    steps = getattr(recognizer, "steps", None)
+    steps = recognizer.steps
     model_info = _finite({
-        "source": str(getattr(recognizer, "source", "")) or None,
+        "source": str(recognizer.source) or None,
         "labels": labels,
         "steps": steps,
         "limits": asdict(limits),
-        "streams": bool(getattr(recognizer, "streams", False)),
+        "streams": bool(recognizer.streams),
         "card": dict(recognizer.card),
     })
     page = _read_asset("index.html")

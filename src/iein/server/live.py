@@ -28,6 +28,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConfigError, IeinError
+from .labeller import Labeller
 
 __all__ = ["StreamLimits", "add_stream_route"]
 
@@ -73,15 +74,15 @@ def _utterance(raw: str, max_bytes: int, max_speaker_chars: int) -> dict[str, An
     return obj
 
 
-def add_stream_route(app: FastAPI, recognizer: Any, limits: StreamLimits, max_utterance_chars: int,
+def add_stream_route(app: FastAPI, recognizer: Labeller, limits: StreamLimits, max_utterance_chars: int,
                      max_speaker_chars: int) -> None:
     """Add ``/stream`` to ``app`` (see the module doc)."""
     from ..output_formats import OUTPUT_DIGITS  # here: it imports torch
 
     lock = threading.Lock()
     open_sessions = 0
-    problem = recognizer.stream_problem() if hasattr(recognizer, "stream_problem") else "this model cannot stream"
-    ready = {"type": "ready", "labels": list(recognizer.labels), "steps": getattr(recognizer, "steps", None),
+    problem = recognizer.stream_problem()
+    ready = {"type": "ready", "labels": list(recognizer.labels), "steps": recognizer.steps,
              "limits": {**asdict(limits), "max_utterance_chars": max_utterance_chars}}
 
     def label(session: Any, obj: dict[str, Any]) -> dict[str, Any]:
