@@ -3,7 +3,7 @@
 # hidden state against a learned mix of the last 4 (`encoder.layers=4`), u projected to 128-d
 # (`utterance_proj=128`, as the context-window presets), seeds 0-2, one thread.  The vectors
 # are cached on the first seed; finished runs are skipped and killed ones resumed.
-#   scripts/mpnet_frozen.sh [RUNS_DIR] [DATASETS] [LAYERS]
+#   [SEEDS="3 4"] scripts/mpnet_frozen.sh [RUNS_DIR] [DATASETS] [LAYERS]
 set -euo pipefail
 runs=${1:-runs}
 datasets=${2:-iemocap meld}
@@ -16,7 +16,7 @@ for ds in $datasets; do
     *) echo "unknown dataset $ds" >&2; exit 2 ;;
   esac
   for layers in $layer_settings; do
-    for seed in 0 1 2; do
+    for seed in ${SEEDS:-0 1 2}; do
       out=$runs/$ds-mpnet-l$layers-proj128-seed$seed.safetensors
       [ -f "$out" ] && continue
       resume=()

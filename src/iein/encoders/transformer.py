@@ -494,8 +494,9 @@ class TransformerFeaturizer(Featurizer):
 def last_hidden_states(model: nn.Module, ids: Tensor, mask: Tensor, k: int) -> tuple[Tensor, ...]:
     """The last ``k`` hidden states ``(n, L, d)`` of ``model``, the output last; all hidden
     states are asked for only when ``k > 1``."""
-    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=k > 1)
-    return (out.last_hidden_state,) if k == 1 else tuple(out.hidden_states[-k:])
+    if k == 1:
+        return (model(input_ids=ids, attention_mask=mask).last_hidden_state,)
+    return tuple(model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-k:])
 
 
 class ScalarMix(nn.Module):
