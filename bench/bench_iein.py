@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 
 from iein import __version__
+from iein.atomic import atomic_write_json
 from iein.data.registry import load_corpus
 from iein.evaluation.evaluate import predict_steps
 from iein.evaluation.metrics import format_mean_std
 from iein.training.experiment import ExperimentConfig, parse_overrides, resolve_experiment
 from iein.training.trainer import prepare, train
 from iein.utils import peak_rss_mb
-from iein.atomic import atomic_write_json
 
 
 def inference_speed(model, data, threads: int, min_utts: int = 20000) -> float:

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iein.atomic import atomic_write_json
 from iein.data.registry import load_corpus
 from iein.evaluation.evaluate import evaluate_model
 from iein.data.batching import iter_batches
 from iein.training.experiment import parse_overrides, resolve_experiment
 from iein.training.trainer import build_for, build_optimizer, prepare
 from iein.utils import set_seed
-from iein.atomic import atomic_write_json
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iein.atomic import atomic_write_json
 from iein.data.registry import load_corpus
 from iein.recognizer import Recognizer
-from iein.atomic import atomic_write_json
 
 
 def turns(data_root: str, n: int) -> list[tuple[str, str]]:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from iein import __version__
+from iein.atomic import atomic_path, atomic_write_json
 from iein.checkpoint import read_metadata
 from iein.cli import main as iein_main
 from iein.models.registry import get_model_class
-from iein.atomic import atomic_path, atomic_write_json
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "iein" / "pretrained"
 

@@ -325,8 +325,8 @@ def predict_on_ray(
     from .output_formats import csv_header
     from .recognizer import Recognizer, resolve_model
     from .reproduce.ray_backend import connected, import_ray
-    from .utils import plural
     from .atomic import atomic_path
+    from .utils import plural
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")

@@ -285,8 +285,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data.generic import MAX_UTTERANCES, iter_conversations, source_name
     from .output_formats import csv_header, csv_rows, format_trace, jsonl_record
     from .recognizer import MAX_UTTERANCE_CHARS, Recognizer
-    from .utils import torch_threads
     from .atomic import atomic_path
+    from .utils import torch_threads
 
     fmt = args.format or ("csv" if args.out and str(args.out).lower().endswith(".csv") else "jsonl")
     # A progress bar on a terminal's stderr, unless it would interleave with output on that terminal.

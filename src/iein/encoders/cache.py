@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..utils import sha256_file
 from ..atomic import atomic_path, atomic_write_json
+from ..utils import sha256_file
 
 __all__ = ["cache_root", "FeatureCache", "memo_sha256", "CacheWarning", "vectors_once", "regroup"]
 

@@ -27,8 +27,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
-from ..utils import plural
 from ..atomic import atomic_write_text
+from ..utils import plural
 from ..training.config import BASELINES
 from ..training.early_stopping import cap_of
 from .plan import DEFAULT_SEEDS_BASELINES, FIGURE3_ITERATIONS, TABLE3_ITERATIONS, parse_key

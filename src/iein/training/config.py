@@ -171,8 +171,8 @@ for _ds in ("meld", "iemocap"):
             stage1=f"{_ds}-cnn" if _arch in _TWO_STAGE else None,
         )
     #: bc-LSTM's own recipe (Poria et al. 2017): the CNN trained alone as an utterance
-    #: classifier, frozen, then the context LSTM on its vectors; compared on dev with the
-    #: end-to-end presets above (docs/results.md, issue 21's grid)
+    #: classifier, frozen, then the context LSTM on its vectors, so that the end-to-end presets
+    #: above can be compared on dev with how the baseline's paper trained it
     for _arch in ("clstm", "clstm_crf"):
         PRESETS[f"{_ds}-{_arch}-2stage"] = Preset(
             f"{PRESETS[f'{_ds}-{_arch}'].description}; two-stage: the CNN of {_ds}-cnn first, then frozen",
@@ -234,16 +234,16 @@ for _ds, _window, _tokens, _epochs in (("iemocap", (4, 2), 128, 4), ("meld", (3,
 
 
 #: Frozen all-mpnet-base-v2 with a learned mix of its last 4 hidden states (cached), IEIN with u
-#: projected to 128-d: on dev above the last layer alone on both datasets (MELD 59.15 vs 57.15,
-#: IEMOCAP 59.59 vs 58.78, 3 seeds, docs/results.md "MPNet, frozen"); checkpoints of 1.6 MB, the
-#: base model comes from its packages.
+#: projected to 128-d: the mix was chosen over the last layer alone on dev (docs/results.md,
+#: "MPNet, frozen"); the checkpoint holds only the context model and the mix, the base model
+#: comes from its packages.
 for _ds in ("meld", "iemocap"):
     PRESETS[f"{_ds}-mpnet"] = Preset(
         f"IEIN ({_ds} settings, u projected to 128-d) on frozen all-mpnet-base-v2 vectors, a learned mix of its "
         "last 4 hidden states, cached",
         arch="iein", encoder="transformer", model=dict(PRESETS[_ds].model, utterance_proj=128),
         encoder_config=dict(model="mpnet", layers=4),
-        # the training protocol the measured runs had: meld's, and iemocap-minilm's (patience 15)
+        # the training protocol of the runs that chose it: meld's, and iemocap-minilm's
         train=dict(PRESETS["meld" if _ds == "meld" else "iemocap-minilm"].train),
     )
 

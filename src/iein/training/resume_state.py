@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, ConfigError
 from ..atomic import atomic_path
+from ..errors import CheckpointError, ConfigError
 from ..models.base import ConversationModel
 from . import distributed
 from .early_stopping import EarlyStopping
