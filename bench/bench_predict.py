@@ -38,7 +38,7 @@ import torch
 if {threads} is not None:
     torch.set_num_threads({threads})
 from iein.recognizer import Recognizer
-rec = Recognizer.load({model!r})
+rec = Recognizer.load({model!r}, runtime={runtime!r})
 t1 = time.perf_counter()
 rec.predict(json.loads({conv!r}))
 t2 = time.perf_counter()
@@ -82,8 +82,10 @@ def run(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float, str]:
     return wall, rss, err
 
 
-def cli(model: str, src: Path, threads: int | None, batch_size: int, out: str | None) -> list[str]:
-    cmd = [sys.executable, "-m", "iein.cli", "predict", "--model", model, str(src), "--batch-size", str(batch_size)]
+def cli(model: str, src: Path, threads: int | None, batch_size: int, out: str | None,
+        runtime: str = "auto") -> list[str]:
+    cmd = [sys.executable, "-m", "iein.cli", "predict", "--model", model, str(src), "--batch-size", str(batch_size),
+           "--runtime", runtime]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     if out is not None:
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-runs", type=int, default=3, help="cold-start repetitions (median reported)")
     ap.add_argument("--threads", type=int, help="torch threads for every run (default: torch's choice)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
+                    help="transformer encoders' runtime (iein predict --runtime)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
 
@@ -120,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         write_jsonl(one, dialogues[:1], len(dialogues[0]))
 
         # cold start
-        code = COLD.format(threads=args.threads, model=model, conv=json.dumps(dialogues[0]))
+        code = COLD.format(threads=args.threads, model=model, conv=json.dumps(dialogues[0]), runtime=args.runtime)
         cold = []
         for _ in range(args.cold_runs):
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
             cold.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         results["cold_start_s"] = statistics.median(c["total"] for c in cold)
         results["cold_import_load_s"] = statistics.median(c["load"] for c in cold)
-        cli_one = [run(cli(model, one, args.threads, args.batch_size, None))[0] for _ in range(args.cold_runs)]
+        cli_one = [run(cli(model, one, args.threads, args.batch_size, None, args.runtime))[0] for _ in range(args.cold_runs)]
         results["cli_one_dialogue_wall_s"] = statistics.median(cli_one)
         rows += [
             ("cold start: import + load + first predict", f"{results['cold_start_s']:.2f} s", "< 3 s"),
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         # throughput of the CLI
         src = tmp_dir / "throughput.jsonl"
         n_dlg, n_utt = write_jsonl(src, dialogues, args.throughput_utterances)
-        wall, rss, _ = run(cli(model, src, args.threads, args.batch_size, str(tmp_dir / "out.jsonl")))
+        wall, rss, _ = run(cli(model, src, args.threads, args.batch_size, str(tmp_dir / "out.jsonl"), args.runtime))
         steady = wall - results["cli_one_dialogue_wall_s"]
         results.update(throughput_utterances=n_utt, throughput_dialogues=n_dlg, throughput_wall_s=wall,
                        throughput_utt_per_s=n_utt / wall,
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
 
         # in-process API throughput (no I/O, no JSON)
-        rec = Recognizer.load(model)
+        rec = Recognizer.load(model, runtime=args.runtime)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         convs = [c for c in itertools.islice(itertools.cycle(dialogues), n_dlg)]
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             big = tmp_dir / "stream.jsonl"
             n_dlg, n_utt = write_jsonl(big, dialogues, args.n_utterances)
             size_mb = big.stat().st_size / 2**20
-            wall, rss, _ = run(cli(model, big, args.threads, args.batch_size, None))
+            wall, rss, _ = run(cli(model, big, args.threads, args.batch_size, None, args.runtime))
             results.update(stream_utterances=n_utt, stream_file_mb=size_mb, stream_wall_s=wall,
                            stream_peak_rss_mb=rss, stream_utt_per_s=n_utt / wall)
             rows += [
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
 
     threads = args.threads if args.threads is not None else torch.get_num_threads()
-    print(f"iein predict benchmark: model {args.model} ({model}), threads {threads}, "
+    print(f"iein predict benchmark: model {args.model} ({model}), runtime {args.runtime}, threads {threads}, "
           f"batch size {args.batch_size}, {os.cpu_count()} CPUs")
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

@@ -12,7 +12,10 @@ chooses on dev; test is not looked at.
 Resumable: a finished cell (its checkpoint exists) is skipped, a killed one resumed; the summary
 ``grid.json`` is rewritten after every cell.
 
-    scripts/baseline_grid.py [--runs runs/grid] [--datasets meld iemocap]
+    scripts/baseline_grid.py [--runs runs/grid] [--datasets meld iemocap] [--summary grid.json]
+
+Two processes may share --runs when each takes one dataset and its own --summary; a last run over
+both datasets (every cell skipped) then writes the combined grid.json.
 """
 from __future__ import annotations
 
@@ -67,13 +70,15 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--datasets", nargs="+", default=["meld", "iemocap"])
     ap.add_argument("--iein", default=".venv/bin/iein")
+    ap.add_argument("--summary", default="grid.json",
+                    help="summary file in --runs (one per process when datasets run side by side)")
     args = ap.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
     cells: list[dict] = []
 
     def record(cell: dict) -> None:
         cells.append(cell)
-        (args.runs / "grid.json").write_text(json.dumps(cells, indent=1) + "\n")
+        (args.runs / args.summary).write_text(json.dumps(cells, indent=1) + "\n")
 
     best_cnn: dict[str, Path] = {}
     for ds in args.datasets:

@@ -14,6 +14,7 @@ import warnings
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,8 +82,16 @@ def build(tiny_bert: Path, tmp_path: Path, **settings) -> tuple[TransformerFeatu
     return feat, cfg
 
 
+def hf_tokenizer(feat: TransformerFeaturizer) -> Any:
+    """transformers' own tokenizer of the featurizer's base model: the reference to read ids back."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(feat.model_dir))
+
+
 def tokens(feat: TransformerFeaturizer, conv: Conversation) -> list[list[str]]:
-    return [feat.tokenizer.convert_ids_to_tokens(ids.tolist()) for ids in feat.build_inputs([conv])[0]]
+    tok = hf_tokenizer(feat)
+    return [tok.convert_ids_to_tokens(ids.tolist()) for ids in feat.build_inputs([conv])[0]]
 
 
 # ------------------------------------------------------------------------------ model input
@@ -504,9 +513,10 @@ def test_target_pooling_marks_exactly_the_target_tokens(tiny_bert: Path, tmp_pat
     feat, _ = build(tiny_bert, tmp_path, pooling="target", window_past=1, window_future=1, speaker_names=True)
     items = feat.build_inputs([CONV])[0]
     assert len(items) == len(CONV) and all(x.ndim == 2 and x.shape[0] == 2 for x in items)
+    tok = hf_tokenizer(feat)
     for item, utt in zip(items, CONV.utterances):
-        picked = feat.tokenizer.convert_ids_to_tokens(item[0][item[1] == 1].tolist())
-        assert picked == feat.tokenizer.tokenize(f"{utt.speaker}: {utt.text}")  # the target, nothing else
+        picked = tok.convert_ids_to_tokens(item[0][item[1] == 1].tolist())
+        assert picked == tok.tokenize(f"{utt.speaker}: {utt.text}")  # the target, nothing else
     # the same ids as mean pooling's input: only the mask row is added
     plain, _ = build(tiny_bert, tmp_path, pooling="mean", window_past=1, window_future=1, speaker_names=True)
     assert all(np.array_equal(a[0], b) for a, b in zip(items, plain.build_inputs([CONV])[0]))

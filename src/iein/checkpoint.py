@@ -27,10 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from . import __version__
+from .atomic import atomic_write_bytes
+from .encoders.registry import get_encoder_class
 from .errors import CheckpointError, ConfigError
 from .models.base import ConversationModel
 from .models.registry import build_model
-from .atomic import atomic_write_bytes
+from .utils import tensor_sha256
 
 FORMAT = "iein-checkpoint/2"
 FORMAT_V1 = "iein-checkpoint/1"
@@ -52,16 +54,6 @@ class LoadedModel:
     def vocab(self) -> Any:
         """The vocabulary of a word-level encoder (None for others)."""
         return getattr(self.featurizer, "vocab", None)
-
-
-def tensor_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().contiguous().cpu()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def checkpoint_state(model: ConversationModel) -> dict[str, torch.Tensor]:
@@ -161,14 +153,19 @@ def _sums(path: Path, sums: str | None) -> dict[str, str]:
     return out
 
 
-def load_checkpoint(path: str | Path) -> LoadedModel:
-    """Load a checkpoint written by :func:`save_checkpoint`; errors are one line."""
+def load_checkpoint(path: str | Path, runtime: str = "torch") -> LoadedModel:
+    """Load a checkpoint written by :func:`save_checkpoint`; errors are one line.
+
+    ``runtime`` is how a transformer encoder computes at inference (``torch``, ``onnxruntime``,
+    ``auto``: :mod:`iein.encoders.onnx_runtime`): the loader's choice, never the one recorded
+    at training time, so a checkpoint loads wherever its model can run."""
     path = Path(path)
     meta = read_metadata(path)
     try:
         labels = tuple(meta["labels"])
+        encoder_config = get_encoder_class(meta["encoder_type"]).config_for_runtime(meta["encoder_config"], runtime)
         model = build_model(meta["model_type"], meta["model_config"], meta["encoder_type"],
-                            meta["encoder_config"], featurizer_state=meta["featurizer"])
+                            encoder_config, featurizer_state=meta["featurizer"])
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise CheckpointError(f"{path}: {exc}") from None
@@ -186,16 +183,19 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name!r} contains NaN or infinity")
-    expected = set(checkpoint_state(model))
-    if set(state) != expected:
-        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise CheckpointError(f"{path}: weights do not match the model config (missing {missing[:3]}, "
-                              f"unexpected {extra[:3]})")
+    names = set(state)
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not match the model config: {first[0] if first else exc}") from None
+    # after loading: an encoder may take tensors it holds rather than a module of its own
+    # (a transformer on ONNX Runtime), and its state dict then names them
+    expected = set(checkpoint_state(model))
+    if names != expected:
+        missing, extra = sorted(expected - names), sorted(names - expected)
+        raise CheckpointError(f"{path}: weights do not match the model config (missing {missing[:3]}, "
+                              f"unexpected {extra[:3]})")
     model.eval()
     # the featurizer state holds no provenance; the header's record of the pretrained
     # resources (word vectors, base model) goes back on it, so whatever reuses this featurizer

@@ -181,8 +181,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .recognizer import resolve_model
     from .atomic import atomic_write_json
 
+    from .encoders.onnx_runtime import runtime_for_device
+
     names = model_names(args.model)
-    members = [load_checkpoint(resolve_model(n)) for n in names]
+    runtime = runtime_for_device(args.runtime, args.device)
+    members = [load_checkpoint(resolve_model(n), runtime=runtime) for n in names]
     check_members([m.labels for m in members], [m.meta for m in members], names)
     loaded = members[0]
     for member in members:
@@ -303,7 +306,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_summary(args, *counts)
     if args.address is not None or args.concurrency is not None:
         raise ConfigError("--address and --concurrency are Ray's: use them with --backend ray")
-    rec = Recognizer.load(model_names(args.model), device=args.device)
+    rec = Recognizer.load(model_names(args.model), device=args.device, runtime=args.runtime)
     if args.live:
         return _predict_live(rec, args)
     convs = iter_conversations(args.input, args.input_format, max_utterance_chars=MAX_UTTERANCE_CHARS,
@@ -454,7 +457,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     live = dict(max_sessions=args.max_sessions, idle_seconds=args.idle_seconds)
     stream_limits = StreamLimits(**{k: v for k, v in live.items() if v is not None})
     serve(model_names(args.model), host=args.host, port=args.port, limits=limits, threads=args.threads,
-          access_log=args.access_log, device=args.device, stream_limits=stream_limits)
+          access_log=args.access_log, device=args.device, stream_limits=stream_limits, runtime=args.runtime)
     return 0
 
 
@@ -520,6 +523,12 @@ def _parser_train(sub: Any) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_runtime_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--runtime", default=default, choices=["auto", "torch", "onnxruntime"],
+                   help=f"how a transformer encoder computes (default {default}): torch (exact), onnxruntime (CPU, "
+                        "faster, same floats within rounding; needs iein[onnx]) or auto (onnxruntime when installed)")
+
+
 def _parser_evaluate(sub: Any) -> None:
     """``iein evaluate``'s arguments."""
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split or one of your files")
@@ -530,6 +539,7 @@ def _parser_evaluate(sub: Any) -> None:
     p.add_argument("--split", default="test", choices=["train", "dev", "test"],
                    help="which split (or which of your --train/--dev/--test files) to score")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    _add_runtime_arg(p, "torch")
     p.add_argument("--json", help="where to write the scores (default: beside the checkpoint; runs/ for a "
                    "shipped model)")
     p.set_defaults(func=cmd_evaluate)
@@ -563,6 +573,7 @@ def _parser_predict(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, help="with --backend ray: labelling actors, each loading the model "
                    "once (default: the cluster's CPUs / --threads)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    _add_runtime_arg(p, "auto")
     p.add_argument("--live", action="store_true",
                    help="label each line of INPUT (stdin: a pipe or the keyboard) when it arrives: 'speaker: text', "
                         "'speaker<TAB>text' or a JSON object; a blank line starts a new conversation; needs a causal "
@@ -628,6 +639,7 @@ def _parser_serve(sub: Any) -> None:
     p.add_argument("--idle-seconds", type=float, help="a silent live session is closed after this (default 300)")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    _add_runtime_arg(p, "auto")
     p.set_defaults(func=cmd_serve)
 
 

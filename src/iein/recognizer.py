@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .checkpoint import LoadedModel, load_checkpoint
+from .encoders.onnx_runtime import runtime_for_device
 from .data.conversation import Conversation
 from .data.generic import MAX_UTTERANCE_CHARS, MAX_UTTERANCES, conversation_from_obj
 from .errors import CheckpointError, DataError, IeinError
@@ -205,13 +206,16 @@ class Recognizer:
 
     @classmethod
     def load(cls, path_or_name: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-             device: str = "cpu") -> "Recognizer":
+             device: str = "cpu", runtime: str = "auto") -> "Recognizer":
         """Load a checkpoint file or a shipped model by name (e.g. ``"meld"``); a list of
-        them loads their ensemble."""
+        them loads their ensemble.  ``runtime``: how a transformer encoder computes
+        (:mod:`iein.encoders.onnx_runtime`); ``auto`` is ONNX Runtime on the CPU when installed,
+        PyTorch otherwise and on a GPU."""
+        runtime = runtime_for_device(runtime, device)
         names = [path_or_name] if isinstance(path_or_name, (str, os.PathLike)) else list(path_or_name)
         paths = [resolve_model(n) for n in names]
-        return cls([load_checkpoint(p) for p in paths], source=[os.fspath(n) for n in names], path=paths[0],
-                   device=device)
+        return cls([load_checkpoint(p, runtime=runtime) for p in paths], source=[os.fspath(n) for n in names],
+                   path=paths[0], device=device)
 
     # -- description
 

@@ -14,13 +14,17 @@ import hashlib
 import os
 import random
 import sys
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "set_seed",
     "sha256_file",
+    "tensor_sha256",
     "peak_rss_mb",
     "torch_threads",
     "plural",
@@ -88,6 +92,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 # --------------------------------------------------------------------------------------------
 # provenance and resources
+
+
+def tensor_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: the identity of
+    a set of weights (a checkpoint's checksum, the key of an exported encoder)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

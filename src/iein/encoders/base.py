@@ -116,6 +116,13 @@ class UtteranceEncoder(nn.Module):
         return cls(config, featurizer)
 
     @classmethod
+    def config_for_runtime(cls, config: dict[str, Any], runtime: str) -> dict[str, Any]:
+        """``config`` (a checkpoint's encoder config) set to compute with the inference runtime a
+        loader asks for (:mod:`iein.encoders.onnx_runtime`); an encoder without that choice
+        returns it unchanged."""
+        return config
+
+    @classmethod
     def build_featurizer(cls, config: EncoderConfig, train: Sequence[Conversation], log: Log,
                          **options: Any) -> tuple[Featurizer, dict[str, Any]]:
         """Build the featurizer from the *training* conversations only; returns it with the

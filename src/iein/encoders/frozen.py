@@ -201,6 +201,11 @@ class FrozenEncoder(UtteranceEncoder):
     def featurizer_from_state(cls, state: dict[str, Any], config: EncoderConfig) -> Featurizer:
         return FrozenFeaturizer.from_state(state, config)
 
+    @classmethod
+    def config_for_runtime(cls, config: dict[str, Any], runtime: str) -> dict[str, Any]:
+        inner = get_encoder_class(str(config.get("inner_type", "")))
+        return {**config, "inner_config": inner.config_for_runtime(dict(config.get("inner_config") or {}), runtime)}
+
     def collate(self, features: Sequence[np.ndarray]) -> Tensor:
         return stack_vectors(features, self.output_dim)
 

@@ -57,9 +57,12 @@ from torch import Tensor, nn
 from ..data.batching import to_device
 from ..data.conversation import Conversation
 from ..errors import CheckpointError, ConfigError
+from ..utils import tensor_sha256
 from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
 from .base_models import PACKAGED_MODELS, require, resolve_model, source_of, tokenizer_sha256, weights_sha256
 from .cache import FeatureCache, cache_root, regroup, vectors_once
+from .hf_tokenizer import Tokenizer, load_tokenizer, read_model_config
+from .onnx_runtime import RUNTIMES, OnnxForward, export_key, onnx_forward, resolve_runtime
 
 MODES = ("frozen", "finetune", "lora")
 POOLINGS = ("mean", "cls", "target")
@@ -143,6 +146,9 @@ class TransformerEncoderConfig(EncoderConfig):
     lora_targets: list[str] = dataclasses.field(default_factory=list)  # empty: query/value, detected
     encoder_lr: float | None = None  # None: 2e-5 finetune, 1e-4 lora
     batch_size: int = 64  # utterances per forward when extracting / running the encoder
+    #: How the frozen vectors are computed: 'torch' (exact), 'onnxruntime' or 'auto' (see
+    #: :mod:`iein.encoders.onnx_runtime`).  Loading a checkpoint sets it (its ``runtime``).
+    runtime: str = "torch"
     cache_dir: str = ""  # feature cache; empty: $IEIN_CACHE_DIR/features or ~/.cache/iein/features
     save_full_weights: bool = False  # finetune only: accept checkpoints with all base weights
     #: A hub model's commit (or a branch/tag to pin before training); training records the
@@ -179,6 +185,8 @@ class TransformerEncoderConfig(EncoderConfig):
             raise bad("encoder_lr", "must be > 0")
         if self.batch_size < 1:
             raise bad("batch_size", "must be >= 1")
+        if self.runtime not in RUNTIMES:
+            raise bad("runtime", f"must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "must be in [0, 1)")
         if self.mode == "finetune" and not self.save_full_weights:
@@ -206,12 +214,10 @@ class TransformerEncoderConfig(EncoderConfig):
 # featurizer: conversations -> token ids (finetune/lora) or cached vectors (frozen)
 
 
-def _special_layout(tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+def _special_layout(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]]:
     """The tokenizer's own pair template ``prefix A middle B suffix`` (e.g. ``[CLS] A [SEP]
     B [SEP]``, ``<s> A </s></s> B </s>``), read off an encoded pair."""
-    enc = tokenizer("a", "b", return_special_tokens_mask=True)
-    ids, special = list(enc["input_ids"]), list(enc["special_tokens_mask"])
-    n_a = len(tokenizer("a", add_special_tokens=False)["input_ids"])
+    ids, special, n_a = tokenizer.pair_template()
     normal = [i for i, s in enumerate(special) if not s]
     if n_a < 1 or len(normal) <= n_a:
         raise ConfigError(f"tokenizer {type(tokenizer).__name__}: cannot read its special-token template")
@@ -229,32 +235,31 @@ class TransformerFeaturizer(Featurizer):
 
     def __init__(self, config: TransformerEncoderConfig, model_dir: Path) -> None:
         require("transformers")
-        from transformers import AutoConfig, AutoTokenizer
-
         self.config = config
         self.model_dir = model_dir
         self.device: torch.device | str | None = None
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.tokenizer = load_tokenizer(model_dir)
         self.prefix, self.middle, self.suffix = _special_layout(self.tokenizer)
         self.base_sha256 = weights_sha256(model_dir)
         self.tokenizer_sha256 = tokenizer_sha256(model_dir)
-        hf = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
-        self.hidden_size = int(hf.hidden_size)
-        states = int(getattr(hf, "num_hidden_layers", 0)) + 1  # the embeddings' output, then each layer's
+        hf = read_model_config(model_dir)
+        self.hidden_size = hf["hidden_size"]
+        states = hf["num_hidden_layers"] + 1  # the embeddings' output, then each layer's
         if config.layers > states:
             raise ConfigError(f"{config.section} config field 'layers' = {config.layers} exceeds the "
                               f"{states} hidden states of {model_dir.name}")
         limit = self.tokenizer.model_max_length
-        limit = limit if limit and limit < 1_000_000 else int(getattr(hf, "max_position_embeddings", 512))
+        limit = limit if limit and limit < 1_000_000 else hf["max_position_embeddings"]
         if config.max_tokens > limit:
             raise ConfigError(f"{config.section} config field 'max_tokens' = {config.max_tokens} exceeds "
                               f"the model's limit of {limit} tokens")
         name = config.model if config.model in PACKAGED_MODELS else model_dir.name
-        self.provenance = {"name": name, "model_type": hf.model_type, "hidden_size": self.hidden_size,
+        self.provenance = {"name": name, "model_type": hf["model_type"], "hidden_size": self.hidden_size,
                            "source": source_of(config.model), "base_sha256": self.base_sha256,
                            "tokenizer_sha256": self.tokenizer_sha256}
         self.coverage: dict[str, Any] = {}
         self._base: nn.Module | None = None
+        self._onnx: OnnxForward | None = None
         self.last_stats: dict[str, Any] = {}
 
     # -- model input
@@ -271,9 +276,7 @@ class TransformerFeaturizer(Featurizer):
     def _build(self, convs: Sequence[Conversation]) -> tuple[list[list[np.ndarray]], dict[str, Any]]:
         cfg = self.config
         texts = [t for c in convs for t in self._texts(c)]
-        # one batched call of the Rust tokenizer for the whole split
-        # (verbose=False: no "longer than the maximum" warning, the cut below is deliberate)
-        tokens = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+        tokens = self.tokenizer.encode_many(texts)  # one batched call of the Rust tokenizer for the split
         budget = cfg.max_tokens - len(self.prefix) - len(self.suffix)
         unk = self.tokenizer.unk_token_id
         out: list[list[np.ndarray]] = []
@@ -359,6 +362,8 @@ class TransformerFeaturizer(Featurizer):
                      "pooling": self.config.pooling, "dtype": "float32"}
         if self.config.layers > 1:  # one layer keeps the namespace (and the cached vectors) it always had
             namespace["layers"] = self.config.layers
+        if self.runtime() != "torch":  # the exact path keeps its namespace; another path is recorded
+            namespace["runtime"] = self.runtime()
         return FeatureCache(self.config.feature_cache_dir, namespace, self.vector_size)
 
     @property
@@ -375,6 +380,21 @@ class TransformerFeaturizer(Featurizer):
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+    def runtime(self) -> str:
+        """The runtime that computes the vectors: the config's, resolved; ``torch`` off the CPU."""
+        if self._resolve_device().type != "cpu":
+            return "torch"
+        return resolve_runtime(self.config.runtime, f"{self.config.section} config field 'runtime'")
+
+    def onnx(self) -> OnnxForward:
+        """The base model's last ``layers`` hidden states through ONNX Runtime (exported once)."""
+        if self._onnx is None:
+            key = export_key(kind="transformer-states", base_sha256=self.base_sha256, weights="",
+                             layers=self.config.layers)
+            self._onnx = onnx_forward(key, lambda: StackedStates(load_base_model(self.model_dir), self.config.layers),
+                                      log=lambda m: print(m, file=sys.stderr))
+        return self._onnx
+
     def base_model(self) -> nn.Module:
         """The frozen base model, loaded on first use, on :attr:`device`."""
         device = self._resolve_device()
@@ -388,6 +408,7 @@ class TransformerFeaturizer(Featurizer):
         """Free the frozen base model (it is reloaded if new text needs vectors): call it once
         the corpus is featurized, so training does not hold it in (GPU) memory."""
         self._base = None
+        self._onnx = None
 
     def encode_ids(self, inputs: Sequence[np.ndarray], progress: bool = True) -> np.ndarray:
         """Pooled vectors ``(n, vector_size)`` of model inputs (the last ``layers`` hidden
@@ -395,8 +416,9 @@ class TransformerFeaturizer(Featurizer):
         without autograd."""
         from tqdm import tqdm
 
-        model = self.base_model()
-        device = next(model.parameters()).device
+        onnx = self.runtime() == "onnxruntime"
+        model = None if onnx else self.base_model()
+        device = torch.device("cpu") if model is None else next(model.parameters()).device
         pad = self.tokenizer.pad_token_id or 0
         out = np.empty((len(inputs), self.vector_size), dtype=np.float32)
         order = np.argsort([x.shape[-1] for x in inputs], kind="stable")
@@ -407,7 +429,10 @@ class TransformerFeaturizer(Featurizer):
             for s in range(0, len(order), bs):
                 idx = order[s: s + bs]
                 ids, mask, pooled = (t.to(device) for t in pad_ids([inputs[i] for i in idx], pad))
-                layers = last_hidden_states(model, ids, mask, self.config.layers)
+                if model is None:
+                    layers = tuple(self.onnx()(ids, mask).unbind(2))
+                else:
+                    layers = last_hidden_states(model, ids, mask, self.config.layers)
                 vectors = [pool(h, pooled, self.config.pooling) for h in layers]
                 out[idx] = torch.cat(vectors, dim=-1).float().cpu().numpy()
                 bar.update(len(idx))
@@ -499,6 +524,18 @@ def last_hidden_states(model: nn.Module, ids: Tensor, mask: Tensor, k: int) -> t
     return tuple(model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-k:])
 
 
+class StackedStates(nn.Module):
+    """``(ids, mask) -> (n, L, k, d)``: the last ``k`` hidden states of ``model`` side by side,
+    the function an ONNX export computes."""
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return torch.stack(last_hidden_states(self.model, ids, mask, self.k), dim=2)
+
+
 class ScalarMix(nn.Module):
     """ELMo's scalar mix (Peters et al. 2018, eq. 1): ``gamma * sum_j softmax(w)_j h_j``.
     Starts as the plain average of the layers (w = 0, gamma = 1)."""
@@ -556,7 +593,8 @@ class TransformerEncoder(UtteranceEncoder):
     config: TransformerEncoderConfig
     featurizer: TransformerFeaturizer
 
-    def __init__(self, config: TransformerEncoderConfig, featurizer: Featurizer, merge_lora: bool = False) -> None:
+    def __init__(self, config: TransformerEncoderConfig, featurizer: Featurizer, merge_lora: bool = False,
+                 deferred: bool = False) -> None:
         super().__init__(config, featurizer)
         assert isinstance(featurizer, TransformerFeaturizer)
         self.dropout = nn.Dropout(config.dropout)
@@ -566,7 +604,11 @@ class TransformerEncoder(UtteranceEncoder):
         #: in a state dict, and the untouched base weights they are added to
         self.merged_adapters: dict[str, Tensor] | None = None
         self._pristine: dict[str, Tensor] = {}
-        if config.mode != "frozen":
+        #: ONNX Runtime inference (:meth:`for_inference`): the trained transformer tensors a
+        #: checkpoint brings, held as loaded; no PyTorch copy of the model is built to predict
+        self.held: dict[str, Tensor] | None = {} if deferred else None
+        self._onnx: OnnxForward | None = None
+        if config.mode != "frozen" and not deferred:
             base = load_base_model(featurizer.model_dir)
             if config.mode == "lora" and merge_lora:
                 base.requires_grad_(False)
@@ -585,10 +627,36 @@ class TransformerEncoder(UtteranceEncoder):
 
     @classmethod
     def for_inference(cls, config: EncoderConfig, featurizer: Featurizer) -> "TransformerEncoder":
-        """LoRA adapters merged into the base weights at load, ``W + (alpha/r) B A``, so that
-        prediction never imports ``peft`` (about half of the shipped LoRA model's start-up)."""
+        """The encoder as prediction runs it.  With the ``onnxruntime`` runtime (on the CPU) a
+        trained encoder runs its cached ONNX export and holds the checkpoint's tensors only to
+        name and rebuild it (:meth:`onnx`).  Otherwise LoRA adapters are merged into the base
+        weights at load, ``W + (alpha/r) B A``, so that prediction never imports ``peft``."""
         assert isinstance(config, TransformerEncoderConfig)
-        return cls(config, featurizer, merge_lora=config.mode == "lora")
+        deferred = config.mode != "frozen" and resolve_runtime(
+            config.runtime, f"{config.section} config field 'runtime'") == "onnxruntime"
+        return cls(config, featurizer, merge_lora=config.mode == "lora", deferred=deferred)
+
+    def onnx(self) -> OnnxForward:
+        """The trained transformer's hidden states through ONNX Runtime, exported once from a
+        PyTorch twin that loads the held tensors (the export's key is their hash)."""
+        assert self.held is not None, "only a deferred encoder (for_inference) runs ONNX Runtime"
+        if self._onnx is None:
+            held = dict(self.held)
+            key = export_key(kind="transformer-states", base_sha256=self.featurizer.base_sha256,
+                             weights=tensor_sha256(held), layers=self.config.layers, mode=self.config.mode)
+
+            def build() -> nn.Module:
+                twin = TransformerEncoder(self.config, self.featurizer, merge_lora=self.config.mode == "lora")
+                result = twin.load_state_dict({f"transformer.{k}": v for k, v in held.items()}, strict=False)
+                wrong = result.unexpected_keys + [k for k in result.missing_keys if k.startswith("transformer.")]
+                if wrong:
+                    raise CheckpointError(f"the encoder's transformer weights do not fit {self.config.model!r}: "
+                                          f"{', '.join(sorted(wrong)[:3])}")
+                assert twin.transformer is not None
+                return StackedStates(twin.transformer, self.config.layers)
+
+            self._onnx = onnx_forward(key, build, log=lambda m: print(m, file=sys.stderr))
+        return self._onnx
 
     def _prepare_merge(self, base: nn.Module) -> None:
         """Zero adapters under ``peft``'s state-dict names for every target projection, and a
@@ -657,6 +725,10 @@ class TransformerEncoder(UtteranceEncoder):
     def featurizer_from_state(cls, state: dict[str, Any], config: EncoderConfig) -> Featurizer:
         return TransformerFeaturizer.from_state(state, config)
 
+    @classmethod
+    def config_for_runtime(cls, config: dict[str, Any], runtime: str) -> dict[str, Any]:
+        return {**config, "runtime": runtime}
+
     def collate(self, features: Sequence[np.ndarray]) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Frozen: ``(n, d)`` vectors.  Otherwise: padded ``(input_ids, attention_mask,
         pooling mask)`` (:func:`pad_ids`)."""
@@ -665,21 +737,24 @@ class TransformerEncoder(UtteranceEncoder):
         return pad_ids(features, self.featurizer.tokenizer.pad_token_id or 0)
 
     def forward(self, inputs: Tensor | tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        if self.transformer is None:
+        if self.config.mode == "frozen":
             assert isinstance(inputs, Tensor)
             vectors = inputs.to(self.device)
             if self.mix is not None:
                 vectors = self.mix(vectors.view(len(vectors), self.config.layers, self.output_dim))
             return self.dropout(vectors)
         ids, mask, pooled = (t.to(self.device) for t in inputs)
-        layers = last_hidden_states(self.transformer, ids, mask, self.config.layers)
+        if self.held is not None:
+            layers = tuple(self.onnx()(ids, mask).to(self.device).unbind(2))
+        else:
+            layers = last_hidden_states(self.transformer, ids, mask, self.config.layers)
         hidden = layers[0] if self.mix is None else self.mix(torch.stack(layers, dim=-2))
         return self.dropout(pool(hidden, pooled, self.config.pooling))
 
     def encode_many(self, features: Sequence[np.ndarray]) -> Tensor:
         """Length-sorted chunks of ``batch_size`` utterances (token modes), so one long input
         does not pad a whole chunk; the result is on :attr:`device`."""
-        if self.transformer is None:
+        if self.config.mode == "frozen":
             return super().encode_many(features)
         device = self.device
         order = np.argsort([f.shape[-1] for f in features], kind="stable")
@@ -755,12 +830,20 @@ def _drop_untrained(module: TransformerEncoder, state_dict: dict[str, Any], pref
         state_dict.pop(prefix + name, None)
     for name, tensor in (module.merged_adapters or {}).items():  # what a LoRA checkpoint holds
         state_dict[prefix + name] = tensor
+    for name, tensor in (module.held or {}).items():  # a deferred encoder saves what it was given
+        state_dict[f"{prefix}transformer.{name}"] = tensor
 
 
 def _fill_untrained(module: TransformerEncoder, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
     """Before loading: the untrained entries take their current (base-model) values, so a
     checkpoint without them loads with ``strict=True``.  Merged LoRA: the adapters are taken
-    out of ``state_dict`` and the target projections get the merged weights instead."""
+    out of ``state_dict`` and the target projections get the merged weights instead.  Deferred
+    (ONNX Runtime): the transformer's tensors are taken out and held (see :meth:`TransformerEncoder.onnx`)."""
+    if module.held is not None:
+        mine = [k for k in state_dict if k.startswith(f"{prefix}transformer.")]
+        if mine:
+            module.held = {k[len(prefix) + len("transformer."):]: state_dict.pop(k).detach() for k in mine}
+            module._onnx = None
     if module.merged_adapters is not None:
         for name in module.merged_adapters:
             if prefix + name in state_dict:

@@ -563,8 +563,10 @@ def serve(
     access_log: bool = False,
     device: str = "cpu",
     stream_limits: StreamLimits | None = None,
+    runtime: str = "auto",
 ) -> None:
-    """Load ``model`` (on ``device``) and serve it with uvicorn until interrupted (``iein serve``)."""
+    """Load ``model`` (on ``device``, transformer encoders on ``runtime``) and serve it with uvicorn
+    until interrupted (``iein serve``)."""
     import torch
     import uvicorn
 
@@ -576,7 +578,7 @@ def serve(
         torch.set_num_threads(threads)
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {port}")
-    recognizer = Recognizer.load(model, device=device)
+    recognizer = Recognizer.load(model, device=device, runtime=runtime)
     app = create_app(recognizer, limits, stream_limits)
     # The model and the interpreter's start-up objects live for the whole process: move them
     # out of the cyclic GC's view so that full collections (long pauses in the latency
