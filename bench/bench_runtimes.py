@@ -51,13 +51,14 @@ def throughput(rec, dialogues: list[list[dict]]) -> tuple[float, list[list[dict]
 
 
 def dev_wf1(rec, convs) -> float:
-    from sklearn.metrics import f1_score
+    from iein.evaluation.metrics import classification_scores
 
+    index = {name: i for i, name in enumerate(rec.labels)}
     gold, pred = [], []
     for conv, p in zip(convs, rec.predict_many(convs, batch_size=32)):
-        gold += [u.label for u in conv.utterances]
-        pred += [x["label"] for x in p]
-    return 100 * f1_score(gold, pred, average="weighted")
+        gold += [index[u.label] for u in conv.utterances]
+        pred += [index[x["label"]] for x in p]
+    return classification_scores(gold, pred, rec.labels)["weighted_f1"]
 
 
 def bench_model(model: str, args: argparse.Namespace, dialogues: list[list[dict]], dev) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -92,7 +93,6 @@ def _export(module: nn.Module, path: Path) -> None:
     ones only can be folded away by the model's own shortcut)."""
     ids = torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, 3, 0, 0, 0]], dtype=torch.long)
     mask = (ids != 0).long()
-    mask[:, 0] = 1
     axes = {"ids": {0: "n", 1: "L"}, "mask": {0: "n", 1: "L"}, "out": {0: "n", 1: "L"}}
     module = module.eval()
     with warnings.catch_warnings():  # the tracer's notes on Python-side shape arithmetic
@@ -102,9 +102,14 @@ def _export(module: nn.Module, path: Path) -> None:
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
-def onnx_forward(key: str, build: Callable[[], nn.Module], log: Callable[[str], None] | None = None) -> OnnxForward:
-    """The cached export named ``key`` as a session; exported from ``build()`` when it is not
-    cached or fails its check (see the module docstring)."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def onnx_forward(key: str, build: Callable[[], nn.Module], log: Callable[[str], None] = _stderr) -> OnnxForward:
+    """The cached export named ``key`` as a session; exported from ``build()`` (said on
+    ``log``: it takes seconds, once) when it is not cached or fails its check (see the module
+    docstring)."""
     folder = cache_root() / "onnx"
     path, sidecar = folder / f"{key[:32]}.onnx", folder / f"{key[:32]}.json"
     if path.exists():
@@ -121,8 +126,7 @@ def onnx_forward(key: str, build: Callable[[], nn.Module], log: Callable[[str], 
             except Exception as exc:  # onnxruntime raises its own exception types for bad files
                 problem = f"ONNX Runtime cannot read it ({str(exc).splitlines()[0][:120]})"
         warnings.warn(f"{path}: {problem}; exporting it again", CacheWarning, stacklevel=2)
-    if log is not None:
-        log(f"exporting the transformer to ONNX once (cached as {path})")
+    log(f"exporting the transformer to ONNX once (cached as {path})")
     module = build()
     _export(module, path)
     atomic_write_json(sidecar, {"key": key, "sha256": memo_sha256(path), "format": FORMAT, "opset": OPSET,

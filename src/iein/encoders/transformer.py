@@ -146,8 +146,9 @@ class TransformerEncoderConfig(EncoderConfig):
     lora_targets: list[str] = dataclasses.field(default_factory=list)  # empty: query/value, detected
     encoder_lr: float | None = None  # None: 2e-5 finetune, 1e-4 lora
     batch_size: int = 64  # utterances per forward when extracting / running the encoder
-    #: How the frozen vectors are computed: 'torch' (exact), 'onnxruntime' or 'auto' (see
-    #: :mod:`iein.encoders.onnx_runtime`).  Loading a checkpoint sets it (its ``runtime``).
+    #: What runs the transformer: 'torch' (exact), 'onnxruntime' or 'auto' (see
+    #: :mod:`iein.encoders.onnx_runtime`): for frozen vectors, and for a trained encoder built
+    #: for inference.  A loaded checkpoint takes its loader's choice, not the recorded one.
     runtime: str = "torch"
     cache_dir: str = ""  # feature cache; empty: $IEIN_CACHE_DIR/features or ~/.cache/iein/features
     save_full_weights: bool = False  # finetune only: accept checkpoints with all base weights
@@ -203,6 +204,12 @@ class TransformerEncoderConfig(EncoderConfig):
     @property
     def feature_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else cache_root() / "features"
+
+    def resolved_runtime(self, device: torch.device | None = None) -> str:
+        """``runtime`` with ``auto`` resolved; ``torch`` off the CPU (ONNX Runtime runs on the CPU)."""
+        if device is not None and device.type != "cpu":
+            return "torch"
+        return resolve_runtime(self.runtime, f"{self.section} config field 'runtime'")
 
     def input_settings(self) -> dict[str, Any]:
         """What decides the model input of an utterance besides its conversation."""
@@ -362,8 +369,9 @@ class TransformerFeaturizer(Featurizer):
                      "pooling": self.config.pooling, "dtype": "float32"}
         if self.config.layers > 1:  # one layer keeps the namespace (and the cached vectors) it always had
             namespace["layers"] = self.config.layers
-        if self.runtime() != "torch":  # the exact path keeps its namespace; another path is recorded
-            namespace["runtime"] = self.runtime()
+        runtime = self.runtime()
+        if runtime != "torch":  # the exact path keeps its namespace; another path is recorded
+            namespace["runtime"] = runtime
         return FeatureCache(self.config.feature_cache_dir, namespace, self.vector_size)
 
     @property
@@ -381,18 +389,15 @@ class TransformerFeaturizer(Featurizer):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def runtime(self) -> str:
-        """The runtime that computes the vectors: the config's, resolved; ``torch`` off the CPU."""
-        if self._resolve_device().type != "cpu":
-            return "torch"
-        return resolve_runtime(self.config.runtime, f"{self.config.section} config field 'runtime'")
+        """The runtime that computes the vectors on this featurizer's device."""
+        return self.config.resolved_runtime(self._resolve_device())
 
     def onnx(self) -> OnnxForward:
         """The base model's last ``layers`` hidden states through ONNX Runtime (exported once)."""
         if self._onnx is None:
             key = export_key(kind="transformer-states", base_sha256=self.base_sha256, weights="",
                              layers=self.config.layers)
-            self._onnx = onnx_forward(key, lambda: StackedStates(load_base_model(self.model_dir), self.config.layers),
-                                      log=lambda m: print(m, file=sys.stderr))
+            self._onnx = onnx_forward(key, lambda: StackedStates(load_base_model(self.model_dir), self.config.layers))
         return self._onnx
 
     def base_model(self) -> nn.Module:
@@ -632,8 +637,7 @@ class TransformerEncoder(UtteranceEncoder):
         name and rebuild it (:meth:`onnx`).  Otherwise LoRA adapters are merged into the base
         weights at load, ``W + (alpha/r) B A``, so that prediction never imports ``peft``."""
         assert isinstance(config, TransformerEncoderConfig)
-        deferred = config.mode != "frozen" and resolve_runtime(
-            config.runtime, f"{config.section} config field 'runtime'") == "onnxruntime"
+        deferred = config.mode != "frozen" and config.resolved_runtime() == "onnxruntime"
         return cls(config, featurizer, merge_lora=config.mode == "lora", deferred=deferred)
 
     def onnx(self) -> OnnxForward:
@@ -655,7 +659,7 @@ class TransformerEncoder(UtteranceEncoder):
                 assert twin.transformer is not None
                 return StackedStates(twin.transformer, self.config.layers)
 
-            self._onnx = onnx_forward(key, build, log=lambda m: print(m, file=sys.stderr))
+            self._onnx = onnx_forward(key, build)
         return self._onnx
 
     def _prepare_merge(self, base: nn.Module) -> None:

@@ -26,8 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
 from ..atomic import atomic_write_text
+from ..evaluation.metrics import correction_counts, format_mean_std, mean_std
 from ..utils import plural
 from ..training.config import BASELINES
 from ..training.early_stopping import cap_of
