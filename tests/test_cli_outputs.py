@@ -354,13 +354,13 @@ def test_messages_point_the_right_way(tmp_path, capsys):
 
     folder = tmp_path / "convs"
     folder.mkdir()
-    assert main(["predict", str(folder)]) == 2
+    assert main(["predict", "--model", "meld", str(folder)]) == 2
     assert "a folder, not a file" in capsys.readouterr().err.strip().splitlines()[-1]
     assert main(["train", "--train", str(folder), "--dev", str(folder)]) == 2
     assert "--train " + str(folder) + ": a folder, not a file" in capsys.readouterr().err.strip().splitlines()[-1]
     packed = tmp_path / "dialogues.jsonl"
     packed.write_bytes(gzip.compress(b'{"utterances": [["A", "hi"]]}\n'))
-    assert main(["predict", str(packed)]) == 2
+    assert main(["predict", "--model", "meld", str(packed)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {packed}: a gzip file, not text: decompress it first"
     from iein.training.trainer import read_resume_state
 

@@ -282,7 +282,7 @@ def test_lone_surrogate_is_one_line_in_every_command(tmp_path, capsys, command):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "d1", "utterances": [{"speaker": "Ann", "text": "hi \\ud800", "label": "joy"}, '
                     '{"speaker": "Bob", "text": "ok", "label": "neutral"}]}\n', encoding="utf-8")
-    argv = {"predict": ["predict", str(path)],
+    argv = {"predict": ["predict", "--model", "meld", str(path)],
             "train": ["train", "--train", str(path), "--dev", str(path), "--epochs", "1",
                       "--out", str(tmp_path / "m.safetensors")],
             "evaluate": ["evaluate", "--model", "meld", "--test", str(path)]}[command]

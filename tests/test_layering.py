@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "checkpoint": 6,
     "evaluation": 6,
     "training": 7,
-    "recognizer": 8, "output_formats": 8, "stream": 8, "sharing": 8, "reproduce": 8, "batch_predict": 8, "pretrained": 8,
+    "recognizer": 8, "shipped": 8, "output_formats": 8, "stream": 8, "sharing": 8, "reproduce": 8, "batch_predict": 8, "pretrained": 8,
     "server": 9, "cli": 10, "__main__": 11,
 }
 

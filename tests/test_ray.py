@@ -169,7 +169,7 @@ def _write_csv(path: Path, convs: list[dict]) -> Path:
 
 
 def _local_jsonl(inp: Path, out: Path) -> list[dict]:
-    assert main(["predict", str(inp), "--threads", "1", "--out", str(out)]) == 0
+    assert main(["predict", "--model", "meld", str(inp), "--threads", "1", "--out", str(out)]) == 0
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
@@ -182,7 +182,7 @@ def test_predict_on_ray_equals_local_in_input_order(tmp_path: Path, cluster):
     second = _write_csv(folder / "b" / "z.csv", _conversations(150, seed=1, prefix="z"))  # read after a.jsonl
     (folder / "notes.txt").write_text("not an input")
     out = tmp_path / "labels.jsonl"
-    assert main(["predict", "--backend", "ray", str(folder), "--out", str(out)]) == 0
+    assert main(["predict", "--model", "meld", "--backend", "ray", str(folder), "--out", str(out)]) == 0
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     want = _local_jsonl(first, tmp_path / "a.jsonl") + _local_jsonl(second, tmp_path / "z.jsonl")
     assert [c["id"] for c in want][:3] == ["a0", "a1", "a2"] and want[-1]["id"].startswith("z")
@@ -200,7 +200,7 @@ def test_labeller_writes_the_local_csv_rows(tmp_path: Path):
 
     inp = _write_csv(tmp_path / "talk.csv", _conversations(120, seed=3, prefix="t"))
     local = tmp_path / "local.csv"
-    assert main(["predict", str(inp), "--threads", "1", "--out", str(local)]) == 0
+    assert main(["predict", "--model", "meld", str(inp), "--threads", "1", "--out", str(local)]) == 0
     with torch_threads(1):
         labeller = Labeller(resolve_model("meld").read_bytes(), "meld", [str(inp)], "csv", 8, 1)
         text, seqs = [], []
@@ -224,9 +224,9 @@ def test_predict_on_ray_bad_input_is_one_line_and_writes_nothing(tmp_path: Path,
     inp.write_text('{"utterances": [["A", "hi"]]}\n{"utterances": [["B", "yo"]]}\n{"utterances": [\n',
                    encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    assert main(["predict", str(inp), "--out", str(out)]) == 2
+    assert main(["predict", "--model", "meld", str(inp), "--out", str(out)]) == 2
     local_err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert main(["predict", "--backend", "ray", str(inp), "--out", str(out), "--concurrency", "1"]) == 2
+    assert main(["predict", "--model", "meld", "--backend", "ray", str(inp), "--out", str(out), "--concurrency", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == local_err and local_err.startswith(f"error: {inp}:3: malformed JSON")
     assert not out.exists() and list(tmp_path.iterdir()) == [inp]

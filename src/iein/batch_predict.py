@@ -303,7 +303,7 @@ def _write_in_order(batches: Any, fh: Any, files: Sequence[tuple[Path, str]], ba
 def predict_on_ray(
     input_path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None,
-    model: str | os.PathLike[str] = "meld",
+    model: str | os.PathLike[str] | None = None,
     fmt: str = "jsonl",
     input_format: str | None = None,
     batch_size: int = 32,
@@ -314,7 +314,8 @@ def predict_on_ray(
     progress: bool = False,
     log: Any = None,
 ) -> tuple[int, int, int]:
-    """Label ``input_path`` (a file or a folder of files) on the Ray cluster at ``address``
+    """Label ``input_path`` (a file or a folder of files) with ``model`` (None: the default
+    shipped model, :func:`iein.shipped.default_model`) on the Ray cluster at ``address``
     (None: a local one) and write the local ``iein predict``'s records, in input order, to
     ``out`` (atomically) or stdout.  ``concurrency`` actors (default: as many as the
     cluster's CPUs allow) of ``threads`` CPUs each, and one GPU each when ``device`` is
@@ -326,8 +327,11 @@ def predict_on_ray(
     from .recognizer import Recognizer, resolve_model
     from .reproduce.ray_backend import connected, import_ray
     from .atomic import atomic_path
+    from .shipped import default_model
     from .utils import plural
 
+    if model is None:
+        model = default_model()[0]
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     if threads < 1:

@@ -150,8 +150,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def model_names(given: list[str] | None) -> list[str]:
-    """``--model`` given once or more (an ensemble); the shipped ``meld`` model by default."""
-    return list(given) if given else ["meld"]
+    """``--model`` given once or more (an ensemble); by default the best shipped model the
+    installed extras can run, named on stderr (:func:`iein.shipped.default_model`)."""
+    if given:
+        return list(given)
+    from .shipped import default_model
+
+    name, why = default_model()
+    print(f"iein: {why}; --model chooses another", file=sys.stderr)
+    return [name]
 
 
 def single_model(given: list[str] | None, where: str) -> str:
@@ -533,7 +540,7 @@ def _parser_evaluate(sub: Any) -> None:
     """``iein evaluate``'s arguments."""
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split or one of your files")
     p.add_argument("--model", action="append", required=True,
-                   help="checkpoint (.safetensors) or shipped model name (meld); repeat it to score the ensemble "
+                   help="checkpoint (.safetensors) or shipped model name (e.g. meld); repeat it to score the ensemble "
                         "of several (probabilities averaged)")
     _add_data_args(p)
     p.add_argument("--split", default="test", choices=["train", "dev", "test"],
@@ -551,7 +558,7 @@ def _parser_predict(sub: Any) -> None:
     p.add_argument("input", nargs="?", default="-", metavar="INPUT",
                    help="conversations in the generic JSONL or CSV layout (see README); - or nothing for stdin")
     p.add_argument("--model", action="append", help="checkpoint (.safetensors), shipped model name or hub id "
-                   "org/name[@revision] (default: meld); repeat it for the ensemble of several (probabilities "
+                   "org/name[@revision] (default: the best shipped model the installed extras can run, named on stderr); repeat it for the ensemble of several (probabilities "
                    "averaged)")
     p.add_argument("--format", choices=["jsonl", "csv"],
                    help="output format (default: csv if --out ends in .csv, else jsonl)")
@@ -625,7 +632,7 @@ def _parser_serve(sub: Any) -> None:
     """``iein serve``'s arguments."""
     p = sub.add_parser("serve", help="HTTP service and web page (POST /predict, GET /, /docs); needs iein[serve]")
     p.add_argument("--model", action="append", help="checkpoint (.safetensors), shipped model name or hub id "
-                   "org/name[@revision] (default: meld); repeat it for the ensemble of several (probabilities "
+                   "org/name[@revision] (default: the best shipped model the installed extras can run, named on stderr); repeat it for the ensemble of several (probabilities "
                    "averaged)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")

@@ -30,12 +30,9 @@ Limits for prediction (the readers' own, the same in training):
 """
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -50,6 +47,7 @@ from .data.batching import EncodedConversation, encode_with
 from .evaluation.ensemble import average, check_members, ensemble_steps
 from .evaluation.evaluate import infer
 from .models.base import ConversationModel
+from .shipped import default_model, resolve_model, shipped_models
 
 __all__ = [
     "Recognizer",
@@ -63,55 +61,6 @@ __all__ = [
 
 #: Cap on the total utterances of one inference batch (a longer conversation is its own batch).
 MAX_BATCH_UTTERANCES = 2048
-_PACKAGE = "iein.pretrained"
-#: Shipped models copied out of a zipped install; removed when the process exits.
-_EXTRACTED = contextlib.ExitStack()
-atexit.register(_EXTRACTED.close)
-_SUFFIX = ".safetensors"
-
-
-# --- model names ------------------------------------------------------------------------
-
-def shipped_models() -> list[str]:
-    """Names of the models shipped inside the package (``iein/pretrained/<name>.safetensors``)."""
-    try:
-        folder = resources.files(_PACKAGE)
-        return sorted(p.name[: -len(_SUFFIX)] for p in folder.iterdir() if p.name.endswith(_SUFFIX))
-    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def resolve_model(path_or_name: str | os.PathLike[str]) -> Path:
-    """A checkpoint path from a path, a hub id or a shipped model name.
-
-    An existing file is a path; ``org/name`` (or ``org/name@revision``) that is not one is an
-    iein model repository on the Hugging Face hub (:mod:`iein.hub`, downloaded once into its
-    cache); anything else that looks like a path (a folder separator or a ``.safetensors``
-    suffix) is a path; otherwise it is a shipped model name.
-    """
-    from .hub import download_iein_model, parse_hub_id
-
-    text = os.fspath(path_or_name)
-    path = Path(text).expanduser()
-    ref = None if isinstance(path_or_name, os.PathLike) or path.exists() else parse_hub_id(text)
-    if ref is not None:
-        return download_iein_model(ref)[0]
-    if isinstance(path_or_name, os.PathLike) or path.exists() or os.sep in text or "/" in text \
-            or text.endswith(_SUFFIX):
-        if not path.is_file():
-            raise CheckpointError(f"{text}: checkpoint not found")
-        return path
-    known = shipped_models()
-    if text in known:
-        shipped = resources.files(_PACKAGE) / f"{text}{_SUFFIX}"
-        if isinstance(shipped, Path):
-            return shipped
-        # a zipped install: copy out once for this process (safetensors needs a real file)
-        return Path(_EXTRACTED.enter_context(resources.as_file(shipped)))
-    listing = ", ".join(known) if known else "none are installed with this package"
-    raise IeinError(
-        f"unknown model {text!r}: not a file and not a shipped model (shipped models: {listing})"
-    )
 
 
 # --- results ----------------------------------------------------------------------------
@@ -205,13 +154,16 @@ class Recognizer:
         self.path = path
 
     @classmethod
-    def load(cls, path_or_name: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    def load(cls, path_or_name: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
              device: str = "cpu", runtime: str = "auto") -> "Recognizer":
         """Load a checkpoint file or a shipped model by name (e.g. ``"meld"``); a list of
-        them loads their ensemble.  ``runtime``: how a transformer encoder computes
-        (:mod:`iein.encoders.onnx_runtime`); ``auto`` is ONNX Runtime on the CPU when installed,
-        PyTorch otherwise and on a GPU."""
+        them loads their ensemble; nothing loads the best shipped model the installed extras
+        can run (:func:`iein.shipped.default_model`; ``source`` names it).  ``runtime``: how a
+        transformer encoder computes (:mod:`iein.encoders.onnx_runtime`); ``auto`` is ONNX
+        Runtime on the CPU when installed, PyTorch otherwise and on a GPU."""
         runtime = runtime_for_device(runtime, device)
+        if path_or_name is None:
+            path_or_name = default_model()[0]
         names = [path_or_name] if isinstance(path_or_name, (str, os.PathLike)) else list(path_or_name)
         paths = [resolve_model(n) for n in names]
         return cls([load_checkpoint(p, runtime=runtime) for p in paths], source=[os.fspath(n) for n in names],

@@ -555,7 +555,7 @@ def _docs_page(spec: dict[str, Any]) -> str:
 
 
 def serve(
-    model: str | Sequence[str] = "meld",
+    model: str | Sequence[str] | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: Limits | None = None,
@@ -565,12 +565,14 @@ def serve(
     stream_limits: StreamLimits | None = None,
     runtime: str = "auto",
 ) -> None:
-    """Load ``model`` (on ``device``, transformer encoders on ``runtime``) and serve it with uvicorn
-    until interrupted (``iein serve``)."""
+    """Load ``model`` (on ``device``, transformer encoders on ``runtime``; None: the default
+    shipped model, :func:`iein.shipped.default_model`) and serve it with uvicorn until
+    interrupted (``iein serve``)."""
     import torch
     import uvicorn
 
     from ..recognizer import Recognizer
+    from ..shipped import default_model
 
     if threads is not None:
         if threads < 1:
@@ -578,6 +580,9 @@ def serve(
         torch.set_num_threads(threads)
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {port}")
+    if model is None:
+        model, why = default_model()
+        print(f"iein serve: {why}", file=sys.stderr)
     recognizer = Recognizer.load(model, device=device, runtime=runtime)
     app = create_app(recognizer, limits, stream_limits)
     # The model and the interpreter's start-up objects live for the whole process: move them
