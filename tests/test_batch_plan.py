@@ -18,7 +18,7 @@ from iein.training.config import TrainConfig
 from iein.training.experiment import resolve_experiment
 from iein.training.trainer import prepare, side_files, train
 from tests.conftest import kill_when_paused, stage1_file_in, start_paused_train, write_jsonl
-from tests.test_two_stage import _corpus
+from tests.test_two_stage import toy_corpus
 from tests.test_transformer_encoder import make_tiny_bert
 
 
@@ -91,14 +91,14 @@ def test_utterance_batches_are_refused_for_context_models(tmp_path: Path) -> Non
     exp = resolve_experiment("generic", arch="iein", encoder="transformer",
                              overrides={"encoder.model": str(bert), "train.batch_unit": "utterances"},
                              threads=1, max_epochs=1)
-    data = prepare(_corpus(), encoder="transformer", encoder_config=exp.encoder_config, log=lambda _: None)
+    data = prepare(toy_corpus(), encoder="transformer", encoder_config=exp.encoder_config, log=lambda _: None)
     with pytest.raises(ConfigError, match="batch_unit 'utterances': model iein reads the dialogue"):
         train(data, exp, log=lambda _: None)
 
 
 def stage1_args(tmp_path: Path) -> list[str]:
     bert = make_tiny_bert(tmp_path / "bert")
-    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", _corpus()[s]) for s in ("train", "dev", "test")}
+    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", toy_corpus()[s]) for s in ("train", "dev", "test")}
     sets = {"encoder.model": bert, "encoder.mode": "finetune", "encoder.save_full_weights": "true",
             "encoder.pooling": "target", "encoder.window_past": 2, "encoder.window_future": 1,
             "encoder.speaker_names": "true", "encoder.encoder_lr": 1e-3, "train.batch_unit": "utterances",
@@ -141,7 +141,7 @@ def test_two_stage_preset_killed_in_stage1_resumes_both_stages(tmp_path: Path, c
     from iein.cli import main
 
     bert = make_tiny_bert(tmp_path / "bert")
-    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", _corpus()[s]) for s in ("train", "dev", "test")}
+    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", toy_corpus()[s]) for s in ("train", "dev", "test")}
     args = ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
             "--preset", "iemocap-minilm-ctx", "--set", f"encoder.model={bert}", "--set", "encoder.max_tokens=64",
             "--threads", "1", "--epochs", "3", "--seed", "1"]

@@ -21,7 +21,7 @@ from iein.cli import main  # noqa: E402
 from iein.errors import CheckpointError, ConfigError, IeinError  # noqa: E402
 from iein.recognizer import Recognizer  # noqa: E402
 from iein.sharing import export_model  # noqa: E402
-from tests.test_models import LABELS, _model  # noqa: E402
+from tests.test_models import LABELS, toy_model  # noqa: E402
 from tests.test_transformer_encoder import CONV, make_tiny_bert  # noqa: E402
 
 
@@ -181,7 +181,7 @@ def test_a_download_cut_off_leaves_nothing_half_written(hub, tmp_path):
 
 
 def _live_checkpoint(tmp_path: Path) -> Path:
-    model = _model("iein", "glove-bigru", seed=3, causal=True).eval()
+    model = toy_model("iein", "glove-bigru", seed=3, causal=True).eval()
     return save_checkpoint(tmp_path / "live.safetensors", model, LABELS, dataset="unit")
 
 

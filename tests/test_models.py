@@ -60,12 +60,12 @@ def _convs() -> list[Conversation]:
     ]
 
 
-def _model(arch: str, encoder: str, seed: int = 0, causal: bool = False):
+def toy_model(arch: str, encoder: str, seed: int = 0, causal: bool = False):
     torch.manual_seed(seed)
     return build_model(arch, _small(arch, causal), encoder, ENCODERS[encoder], featurizer=WordFeaturizer(VOCAB))
 
 
-def _batch(model, convs=None):
+def toy_batch(model, convs=None):
     convs = convs or _convs()
     feat = model.utterance_encoder.featurizer
     items = [encode_with(c, feat.featurize(c), {k: i for i, k in enumerate(LABELS)}) for c in convs]
@@ -78,8 +78,8 @@ CASES = [(a, e, c) for a in MODELS for e in ENCODERS for c in (False, True)]
 
 @pytest.mark.parametrize("arch,encoder,causal", CASES)
 def test_output_shapes_and_step_count(arch, encoder, causal):
-    model = _model(arch, encoder, causal=causal).eval()
-    _, batch = _batch(model)
+    model = toy_model(arch, encoder, causal=causal).eval()
+    _, batch = toy_batch(model)
     out = model(batch)
     assert len(out.steps) == model.n_steps >= 1
     for s in out.steps:
@@ -93,8 +93,8 @@ def test_output_shapes_and_step_count(arch, encoder, causal):
 
 @pytest.mark.parametrize("arch,encoder,causal", CASES)
 def test_padding_never_reaches_real_outputs(arch, encoder, causal):
-    model = _model(arch, encoder, causal=causal).eval()
-    _, batch = _batch(model)
+    model = toy_model(arch, encoder, causal=causal).eval()
+    _, batch = toy_batch(model)
     with torch.no_grad():
         u = model.utterance_vectors(batch)
         garbage = u.clone()
@@ -108,8 +108,8 @@ def test_padding_never_reaches_real_outputs(arch, encoder, causal):
 @pytest.mark.parametrize("arch,encoder,causal", CASES)
 def test_loss_falls_when_overfitting_two_dialogues(arch, encoder, causal):
     torch.set_num_threads(1)
-    model = _model(arch, encoder, causal=causal).train()
-    _, batch = _batch(model)
+    model = toy_model(arch, encoder, causal=causal).train()
+    _, batch = toy_batch(model)
     optim = torch.optim.Adam(model.param_groups(0.0), lr=1e-2)
     losses = []
     for _ in range(40):
@@ -123,8 +123,8 @@ def test_loss_falls_when_overfitting_two_dialogues(arch, encoder, causal):
 
 @pytest.mark.parametrize("arch,encoder,causal", CASES)
 def test_checkpoint_round_trip_through_the_recognizer(arch, encoder, causal, tmp_path):
-    model = _model(arch, encoder, seed=3, causal=causal).eval()
-    items, _ = _batch(model)
+    model = toy_model(arch, encoder, seed=3, causal=causal).eval()
+    items, _ = toy_batch(model)
     path = save_checkpoint(tmp_path / "m.safetensors", model, LABELS, dataset="unit")
     rec = Recognizer.load(path)
     assert rec.model.model_type == arch and rec.model.utterance_encoder.encoder_type == encoder
@@ -157,7 +157,7 @@ def test_checkpoint_of_unknown_model_type_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
     from safetensors import safe_open
 
-    model = _model("iein", "glove-bigru")
+    model = toy_model("iein", "glove-bigru")
     path = save_checkpoint(tmp_path / "m.safetensors", model, LABELS)
     with safe_open(str(path), framework="pt") as f:
         md = f.metadata()
@@ -176,7 +176,7 @@ def test_checkpoint_of_unknown_model_type_is_refused(tmp_path):
 
 
 def test_speakers_are_party_indices_within_each_dialogue():
-    model = _model("iein", "glove-bigru")
-    _, batch = _batch(model)
+    model = toy_model("iein", "glove-bigru")
+    _, batch = toy_batch(model)
     assert batch.speakers.tolist() == [[0, 1, 0, 2, 1], [0, 1, -1, -1, -1]]
     assert (batch.labels[1, 2:] == IGNORE).all()

@@ -9,12 +9,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from iein.server.app import create_app
 from iein.server.live import StreamLimits
-from tests.test_stream import _recognizer
+from tests.test_stream import toy_recognizer
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    return _recognizer("iein", "glove-bigru", tmp_path_factory.mktemp("live"), name="live")
+    return toy_recognizer("iein", "glove-bigru", tmp_path_factory.mktemp("live"), name="live")
 
 
 def _client(rec, **limits) -> TestClient:
@@ -73,7 +73,7 @@ def test_limits_sessions_utterances_and_idle_time(live):
 
 
 def test_a_model_that_cannot_stream_says_so(tmp_path):
-    offline = _recognizer("iein", "glove-bigru", tmp_path, causal=False)
+    offline = toy_recognizer("iein", "glove-bigru", tmp_path, causal=False)
     client = _client(offline)
     assert client.get("/model").json()["streams"] is False
     with client.websocket_connect("/stream") as ws:

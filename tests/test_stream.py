@@ -12,7 +12,7 @@ from iein.data.conversation import Conversation, Utterance
 from iein.errors import DataError, IeinError
 from iein.evaluation.evaluate import infer
 from iein.recognizer import Recognizer
-from tests.test_models import ENCODERS, LABELS, _batch, _model
+from tests.test_models import ENCODERS, LABELS, toy_batch, toy_model
 from tests.test_transformer_encoder import make_tiny_bert
 
 ARCHS = ("iein", "clstm", "clstm_crf", "dialoguernn", "dialoguegcn", "cnn")
@@ -30,7 +30,7 @@ def _conversation(n: int, seed: int) -> Conversation:
 
 
 def _outputs(model, conv: Conversation) -> tuple[np.ndarray, np.ndarray]:
-    items, _ = _batch(model, [conv])
+    items, _ = toy_batch(model, [conv])
     probs, ids = infer(model, items)
     return probs[0], ids[0]
 
@@ -38,7 +38,7 @@ def _outputs(model, conv: Conversation) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_causal_model_does_not_change_its_past_labels(arch):
     torch.set_num_threads(1)
-    model = _model(arch, "glove-bigru", seed=1, causal=True).eval()
+    model = toy_model(arch, "glove-bigru", seed=1, causal=True).eval()
     conv = _conversation(12, seed=2)
     full_p, full_ids = _outputs(model, conv)
     for t in (1, 5, 11):
@@ -51,22 +51,22 @@ def test_a_causal_model_does_not_change_its_past_labels(arch):
 def test_the_offline_models_do_read_later_utterances(arch):
     """The property above is not vacuous: the same models without ``causal`` change the
     probabilities of earlier utterances when later ones arrive."""
-    model = _model(arch, "glove-bigru", seed=1).eval()
+    model = toy_model(arch, "glove-bigru", seed=1).eval()
     conv = _conversation(12, seed=2)
     full_p, _ = _outputs(model, conv)
     p, _ = _outputs(model, Conversation(conv.id, conv.utterances[:5]))
     assert np.abs(p[-1] - full_p[-1, :5]).max() > 1e-4
 
 
-def _recognizer(arch: str, encoder: str, tmp_path, causal: bool = True, name: str = "m") -> Recognizer:
-    model = _model(arch, encoder, seed=3, causal=causal).eval()
+def toy_recognizer(arch: str, encoder: str, tmp_path, causal: bool = True, name: str = "m") -> Recognizer:
+    model = toy_model(arch, encoder, seed=3, causal=causal).eval()
     return Recognizer.load(save_checkpoint(tmp_path / f"{name}.safetensors", model, LABELS, dataset="unit"))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("encoder", list(ENCODERS))
 def test_a_session_says_what_the_model_says_of_the_whole_conversation(arch, encoder, tmp_path):
-    rec = _recognizer(arch, encoder, tmp_path)
+    rec = toy_recognizer(arch, encoder, tmp_path)
     assert rec.streams
     conv = _conversation(9, seed=4)
     whole = rec.predict([(u.speaker, u.text) for u in conv.utterances])
@@ -109,12 +109,12 @@ def test_a_transformer_with_a_past_window_streams_and_one_with_a_future_window_i
 
 
 def test_what_cannot_stream_is_refused_in_one_line(tmp_path):
-    offline = _recognizer("iein", "glove-bigru", tmp_path, causal=False, name="offline")
+    offline = toy_recognizer("iein", "glove-bigru", tmp_path, causal=False, name="offline")
     assert not offline.streams
     with pytest.raises(IeinError, match="not causal") as err:
         offline.stream()
     assert "\n" not in str(err.value)
-    live = _recognizer("iein", "glove-bigru", tmp_path, name="live")
+    live = toy_recognizer("iein", "glove-bigru", tmp_path, name="live")
     ensemble = Recognizer([load_checkpoint(live.path), load_checkpoint(live.path)], ["a", "b"])
     assert not ensemble.streams
     with pytest.raises(IeinError, match="ensemble of 2"):
@@ -122,7 +122,7 @@ def test_what_cannot_stream_is_refused_in_one_line(tmp_path):
 
 
 def test_a_bad_utterance_or_a_full_session_leaves_the_session_as_it_was(tmp_path):
-    rec = _recognizer("iein", "glove-bigru", tmp_path)
+    rec = toy_recognizer("iein", "glove-bigru", tmp_path)
     session = rec.stream(max_utterances=2)
     first = session.add("Ann", "w1 w2")
     with pytest.raises(DataError, match="utterance 1 field 'speaker'"):
@@ -143,7 +143,7 @@ def test_predict_live_answers_line_by_line_and_skips_bad_lines(tmp_path, monkeyp
 
     from iein.cli import main
 
-    rec = _recognizer("iein", "glove-bigru", tmp_path)
+    rec = toy_recognizer("iein", "glove-bigru", tmp_path)
     lines = "Ann: w1 w2\nBob\tw3 w4\n{\"speaker\": \"Ann\", \"text\": \"w5\"}\nno separator\n\nCy: w6\n"
     monkeypatch.setattr("sys.stdin", io.StringIO(lines))
     assert main(["predict", "--live", "--model", str(rec.path)]) == 1  # one bad line
@@ -159,7 +159,7 @@ def test_predict_live_answers_line_by_line_and_skips_bad_lines(tmp_path, monkeyp
 def test_predict_live_refuses_what_cannot_stream_before_reading_input(tmp_path, capsys):
     from iein.cli import main
 
-    offline = _recognizer("iein", "glove-bigru", tmp_path, causal=False)
+    offline = toy_recognizer("iein", "glove-bigru", tmp_path, causal=False)
     assert main(["predict", "--live", "--model", str(offline.path)]) != 0
     assert "not causal" in capsys.readouterr().err
     assert main(["predict", "--live", "--trace", "--model", str(offline.path)]) != 0

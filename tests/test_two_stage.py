@@ -25,7 +25,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IEIN_CACHE_DIR", str(tmp_path / "iein-cache"))
 
 
-def _corpus() -> Corpus:
+def toy_corpus() -> Corpus:
     g = torch.Generator().manual_seed(0)
 
     def conv(i: int) -> Conversation:
@@ -44,7 +44,7 @@ def _corpus() -> Corpus:
 @pytest.mark.parametrize("mode,arch", [("frozen", "iein"), ("lora", "clstm"), ("finetune", "cnn")])
 def test_every_mode_trains_and_round_trips(tmp_path, mode, arch):
     bert = make_tiny_bert(tmp_path / "bert")
-    corpus = _corpus()
+    corpus = toy_corpus()
     enc = {"model": str(bert), "mode": mode, "save_full_weights": mode == "finetune", "encoder_lr": 1e-3}
     exp = resolve_experiment("generic", arch=arch, encoder="transformer",
                              overrides={**{f"encoder.{k}": v for k, v in enc.items()}, "train.batch_size": 2, "model.dropout": 0.0},
@@ -68,7 +68,7 @@ def test_every_mode_trains_and_round_trips(tmp_path, mode, arch):
 @pytest.mark.slow
 def test_two_stage_recipe_through_the_cli(tmp_path, capsys):
     bert = make_tiny_bert(tmp_path / "bert")
-    corpus = _corpus()
+    corpus = toy_corpus()
     files = {s: write_jsonl(tmp_path / f"{s}.jsonl", corpus[s]) for s in ("train", "dev", "test")}
     common = ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
               "--encoder", "transformer", "--threads", "1", "--epochs", "2", "--set", f"encoder.model={bert}"]
@@ -101,7 +101,7 @@ def test_context_window_presets_run_end_to_end(tmp_path, dataset):
     """The ``<dataset>-minilm-ctx-stage1`` preset (windowed input, target pooling, batches of
     utterances, warm-up + decay), then IEIN on its frozen vectors, on a tiny BERT."""
     bert = make_tiny_bert(tmp_path / "bert")
-    corpus = _corpus()
+    corpus = toy_corpus()
     files = {s: write_jsonl(tmp_path / f"{s}.jsonl", corpus[s]) for s in ("train", "dev", "test")}
     common = ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
               "--threads", "1", "--epochs", "2"]
