@@ -56,11 +56,11 @@ from ..errors import CheckpointError, ConfigError
 from ..utils import tensor_sha256
 from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
 from .base_models import require, resolve_model
-from .onnx_runtime import OnnxForward, export_key, onnx_forward
+from .onnx_runtime import OnnxForward, onnx_forward
 # TransformerFeaturizer, TransformerEncoderConfig, load_base_model and pad_ids stay importable from here
 from .transformer_featurizer import TransformerFeaturizer
 from .transformer_parts import (StackedStates, TransformerEncoderConfig, last_hidden_states, load_base_model,
-                                pad_ids, pool)
+                                pad_ids, pool, states_export_key)
 
 #: Linear-layer names of the query/value projections by architecture family, for LoRA.
 LORA_TARGET_CANDIDATES = (("query", "value"), ("q", "v"), ("query_proj", "value_proj"),
@@ -148,8 +148,8 @@ class TransformerEncoder(UtteranceEncoder):
         assert self.held is not None, "only a deferred encoder (for_inference) runs ONNX Runtime"
         if self._onnx is None:
             held = dict(self.held)
-            key = export_key(kind="transformer-states", base_sha256=self.featurizer.base_sha256,
-                             weights=tensor_sha256(held), layers=self.config.layers, mode=self.config.mode)
+            key = states_export_key(self.featurizer.base_sha256, self.config.layers, weights=tensor_sha256(held),
+                                    mode=self.config.mode)
 
             def build() -> nn.Module:
                 twin = TransformerEncoder(self.config, self.featurizer, merge_lora=self.config.mode == "lora")
@@ -239,7 +239,7 @@ class TransformerEncoder(UtteranceEncoder):
         """Frozen: ``(n, d)`` vectors.  Otherwise: padded ``(input_ids, attention_mask,
         pooling mask)`` (:func:`pad_ids`)."""
         if self.config.mode == "frozen":
-            return stack_vectors(features, self.config.layers * self.output_dim)
+            return stack_vectors(features, self.featurizer.vector_size)
         return pad_ids(features, self.featurizer.tokenizer.pad_token_id or 0)
 
     def forward(self, inputs: Tensor | tuple[Tensor, Tensor, Tensor]) -> Tensor:

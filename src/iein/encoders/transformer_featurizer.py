@@ -23,9 +23,9 @@ from .base import EncoderConfig, Featurizer, Log
 from .base_models import PACKAGED_MODELS, require, resolve_model, source_of, tokenizer_sha256, weights_sha256
 from .cache import FeatureCache, regroup, vectors_once
 from .hf_tokenizer import Tokenizer, load_tokenizer, read_model_config
-from .onnx_runtime import OnnxForward, export_key, onnx_forward
+from .onnx_runtime import OnnxForward, onnx_forward
 from .transformer_parts import (StackedStates, TransformerEncoderConfig, last_hidden_states, load_base_model,
-                                pad_ids, pool)
+                                pad_ids, pool, states_export_key)
 
 
 def _special_layout(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]]:
@@ -176,12 +176,16 @@ class TransformerFeaturizer(Featurizer):
         """The cache namespace of this featurizer's vectors: what maps model input to vector."""
         namespace = {"kind": "pooled-transformer", "base_sha256": self.base_sha256,
                      "pooling": self.config.pooling, "dtype": "float32"}
-        if self.config.layers > 1:  # one layer keeps the namespace (and the cached vectors) it always had
-            namespace["layers"] = self.config.layers
+        namespace.update(self.layers_tag())
         runtime = self.runtime()
         if runtime != "torch":  # the exact path keeps its namespace; another path is recorded
             namespace["runtime"] = runtime
         return FeatureCache(self.config.feature_cache_dir, namespace, self.vector_size)
+
+    def layers_tag(self) -> dict[str, int]:
+        """How the layer count enters cache names: not at all for one layer, so the vectors
+        cached before layer mixes existed keep their names."""
+        return {"layers": self.config.layers} if self.config.layers > 1 else {}
 
     @property
     def vector_size(self) -> int:
@@ -204,8 +208,7 @@ class TransformerFeaturizer(Featurizer):
     def onnx(self) -> OnnxForward:
         """The base model's last ``layers`` hidden states through ONNX Runtime (exported once)."""
         if self._onnx is None:
-            key = export_key(kind="transformer-states", base_sha256=self.base_sha256, weights="",
-                             layers=self.config.layers)
+            key = states_export_key(self.base_sha256, self.config.layers)
             self._onnx = onnx_forward(key, lambda: StackedStates(load_base_model(self.model_dir), self.config.layers))
         return self._onnx
 
@@ -323,7 +326,7 @@ class TransformerFeaturizer(Featurizer):
         settings = f"{int(s['speaker_names'])}-{s['window_past']}-{s['window_future']}-{s['max_tokens']}"
         tok = self.tokenizer_sha256[:16]
         if self.yields_vectors:
-            layers = f"/layers{self.config.layers}" if self.config.layers > 1 else ""
+            layers = "".join(f"/layers{k}" for k in self.layers_tag().values())
             return f"transformer-vectors/{self.base_sha256[:16]}/{tok}/{self.config.pooling}/{settings}{layers}"
         # target pooling adds the target-mask row to every item: other readers cannot use them
         return f"transformer-ids/{tok}/{settings}" + ("/target" if self.config.pooling == "target" else "")

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .base import EncoderConfig
 from .cache import cache_root
-from .onnx_runtime import RUNTIMES, resolve_runtime
+from .onnx_runtime import RUNTIMES, export_key, resolve_runtime
 
 MODES = ("frozen", "finetune", "lora")
 POOLINGS = ("mean", "cls", "target")
@@ -218,3 +218,11 @@ def pad_ids(features: Sequence[np.ndarray], pad_id: int) -> tuple[Tensor, Tensor
 
 # --------------------------------------------------------------------------------------------
 # the module
+
+
+def states_export_key(base_sha256: str, layers: int, weights: str = "", **shape: Any) -> str:
+    """The ONNX export key of a transformer's last ``layers`` hidden states: its base weights,
+    the hash of the tensors training changed (none for the base itself) and whatever else
+    shapes the graph (``mode``).  The base model's featurizer and a trained encoder both ask
+    here, so their exports can never be confused."""
+    return export_key(kind="transformer-states", base_sha256=base_sha256, weights=weights, layers=layers, **shape)
