@@ -607,3 +607,14 @@ def test_shipped_lora_model_predicts_without_peft() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_checkpoint_stores_no_path_of_this_machine():
+    """The feature-cache folder is this machine's: a checkpoint's encoder config holds it blank,
+    every other field as set."""
+    from iein.encoders.glove_bigru import GloveBiGRUConfig
+
+    cfg = TransformerEncoderConfig(model="minilm", cache_dir="/home/me/cache", pooling="cls")
+    saved = cfg.portable_dict()
+    assert saved["cache_dir"] == "" and saved["pooling"] == "cls" and saved.keys() == cfg.to_dict().keys()
+    assert GloveBiGRUConfig(hidden=7).portable_dict() == GloveBiGRUConfig(hidden=7).to_dict()

@@ -73,8 +73,7 @@ def save_checkpoint(path: str | Path, model: ConversationModel, labels: tuple[st
         "model_type": model.model_type,
         "model_config": model.config.to_dict(),
         "encoder_type": enc.encoder_type,
-        # a feature-cache folder is a local path of this machine, not part of the model
-        "encoder_config": {k: ("" if k == "cache_dir" else v) for k, v in enc.config.to_dict().items()},
+        "encoder_config": enc.config.portable_dict(),
         "featurizer": enc.featurizer.state(),
         "labels": list(labels),
         **meta,

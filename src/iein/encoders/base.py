@@ -29,7 +29,14 @@ Log = Callable[[str], None]
 @dataclasses.dataclass
 class EncoderConfig(Config):
     section: ClassVar[str] = "encoder"
+    #: Fields that hold a path of this machine (a cache folder), not part of the model: a
+    #: checkpoint stores them blank (:meth:`portable_dict`).
+    machine_fields: ClassVar[tuple[str, ...]] = ()
     dropout: float = 0.1  # on the encoder's input (word embeddings) during training
+
+    def portable_dict(self) -> dict[str, Any]:
+        """The config as a checkpoint stores it: :attr:`machine_fields` blank."""
+        return {k: ("" if k in self.machine_fields else v) for k, v in self.to_dict().items()}
 
 
 def stack_vectors(features: Sequence[Any], dim: int) -> Tensor:

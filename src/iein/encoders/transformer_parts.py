@@ -105,6 +105,7 @@ class TransformerEncoderConfig(EncoderConfig):
     #: for inference.  A loaded checkpoint takes its loader's choice, not the recorded one.
     runtime: str = "torch"
     cache_dir: str = ""  # feature cache; empty: $IEIN_CACHE_DIR/features or ~/.cache/iein/features
+    machine_fields: ClassVar[tuple[str, ...]] = ("cache_dir",)
     save_full_weights: bool = False  # finetune only: accept checkpoints with all base weights
     #: A hub model's commit (or a branch/tag to pin before training); training records the
     #: commit the download resolved to, and a checkpoint reloads exactly that one.
