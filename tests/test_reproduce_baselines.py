@@ -369,6 +369,13 @@ def test_report_renders_baselines_alone(baseline_dir: Path):
     md = render_report(baseline_dir).read_text()
     assert "No finished run of the main model yet." in md and "CNN, ours (`glove-cnn`, 3 seeds)" in md
     assert "IEIN against each baseline" not in md and "vectors vs model" not in md
+    # a folder of another dataset's baselines (`--dataset iemocap --only baselines`): its plan
+    # gives no MELD main T, so MELD's main model (Table 5 reads it) has no runs
+    from iein.reproduce.runs_view import Runs
+
+    other = [{**r, "datasets": ["iemocap"], "main_iterations": {"iemocap": 3}} if r["kind"] == "plan" else r
+             for r in recs if r["kind"] != "run"]
+    assert Runs(other).main("meld") == [] and Runs(other).main("iemocap") == []
 
 
 def test_report_times_and_replays_iein_and_baselines_apart(baseline_dir: Path):

@@ -118,6 +118,10 @@ class Runs:
         return ", ".join(names) + (f" (--set {'; '.join(sets)})" if sets else "")
 
     def main(self, dataset: str) -> list[dict[str, Any]]:
+        """The main model's runs on ``dataset`` (none when no plan gave it a main T: a folder
+        of baselines on another dataset)."""
+        if dataset not in self.main_t:
+            return []
         return self.select(dataset, "iein", self.main_t[dataset], self.seeds_main)
 
     def ablation(self, dataset: str, variant: str, iterations: int | None) -> list[dict[str, Any]]:
