@@ -30,8 +30,8 @@ LRS = (5e-4, 1e-3, 2e-3)
 BATCHES = {"meld": (8, 32), "iemocap": (4, 16)}
 #: the paper presets' caps (meld-paper 100, iemocap-paper 150), at the baselines' patience
 CAPS = {"meld": 100, "iemocap": 150}
-#: grid models after the CNN: (name, preset arch, two-stage on the dev-best CNN)
-MODELS = (("clstm", "clstm", False), ("clstm_crf", "clstm_crf", False), ("clstm-2stage", "clstm", True),
+#: grid models after the CNN: (name, preset <dataset>-<this>, two-stage on the dev-best CNN)
+MODELS = (("clstm", "clstm-e2e", False), ("clstm_crf", "clstm_crf-e2e", False), ("clstm-2stage", "clstm", True),
           ("clstm_crf-2stage", "clstm_crf", True), ("dialoguernn", "dialoguernn", True),
           ("dialoguegcn", "dialoguegcn", True))
 
@@ -40,13 +40,13 @@ def cell_name(ds: str, model: str, lr: float, batch: int) -> str:
     return f"{ds}-{model}-lr{lr:g}-b{batch}-seed0"
 
 
-def run_cell(args: argparse.Namespace, ds: str, model: str, arch: str, lr: float, batch: int,
+def run_cell(args: argparse.Namespace, ds: str, model: str, preset: str, lr: float, batch: int,
              stage1: Path | None) -> dict:
     """Train one cell unless its checkpoint exists; return its dev result from the card."""
     out = args.runs / f"{cell_name(ds, model, lr, batch)}.safetensors"
     card = out.with_suffix(".json")
     if not out.exists():
-        cmd = [args.iein, "train", "--dataset", ds, "--data-dir", f"{args.data}/{ds}", "--preset", f"{ds}-{arch}",
+        cmd = [args.iein, "train", "--dataset", ds, "--data-dir", f"{args.data}/{ds}", "--preset", f"{ds}-{preset}",
                "--seed", "0", "--threads", "1", "--set", f"train.lr={lr:g}", "--set", f"train.batch_size={batch}",
                "--set", f"train.max_epochs={CAPS[ds]}", "--out", str(out)]
         if stage1 is not None:
@@ -87,11 +87,11 @@ def main() -> None:
             record(c)
         # ties go to the earlier cell (smaller lr, then the default batch)
         best_cnn[ds] = Path(max(cnn, key=lambda c: c["dev_wf1"])["checkpoint"])
-    for model, arch, two_stage in MODELS:
+    for model, preset, two_stage in MODELS:
         for ds in args.datasets:
             for lr in LRS:
                 for b in BATCHES[ds]:
-                    record(run_cell(args, ds, model, arch, lr, b, best_cnn[ds] if two_stage else None))
+                    record(run_cell(args, ds, model, preset, lr, b, best_cnn[ds] if two_stage else None))
 
 
 if __name__ == "__main__":

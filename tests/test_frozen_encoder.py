@@ -154,17 +154,17 @@ def test_two_stage_preset_trains_stage1_first_and_reuses_it(tmp_path, files, cap
 
 @pytest.mark.parametrize("arch", ["clstm", "clstm_crf"])
 def test_two_stage_clstm_presets_freeze_the_cnn_of_stage1(arch, tmp_path, files, capsys):
-    """bc-LSTM's recipe: `meld-clstm-2stage` trains meld-cnn first, then the LSTM on its
-    frozen vectors; the end-to-end `meld-clstm` trains the CNN through the LSTM."""
+    """bc-LSTM's recipe, the Tables' row: `meld-clstm` trains meld-cnn first, then the LSTM on
+    its frozen vectors; the end-to-end `meld-clstm-e2e` trains the CNN through the LSTM."""
     out = tmp_path / "m.safetensors"
-    assert main(["train", *_common(files), "--preset", f"meld-{arch}-2stage", "--epochs", "1", *CNN_SMALL,
+    assert main(["train", *_common(files), "--preset", f"meld-{arch}", "--epochs", "1", *CNN_SMALL,
                  "--out", str(out)]) == 0
     first = stage1_file_in(tmp_path)
     assert f"stage 1 trains meld-cnn (cnn on glove-cnn) into {first}" in capsys.readouterr().err
     model = load_checkpoint(out).model
     assert model.model_type == arch and model.utterance_encoder.encoder_type == "frozen"
     e2e = tmp_path / "e2e" / "m.safetensors"
-    assert main(["train", *_common(files), "--preset", f"meld-{arch}", "--epochs", "1", *CNN_SMALL,
+    assert main(["train", *_common(files), "--preset", f"meld-{arch}-e2e", "--epochs", "1", *CNN_SMALL,
                  "--out", str(e2e)]) == 0
     assert load_checkpoint(e2e).model.utterance_encoder.encoder_type == "glove-cnn"
 

@@ -415,14 +415,14 @@ def test_quick_baselines_end_to_end(shared_data: Path, tmp_path: Path, capsys: p
     runs = [r for r in recs if r["kind"] == "run"]
     assert sorted(r["key"] for r in runs) == sorted(f"meld/meld-{a}+quick/{a}/seed{s}" for a in BASELINES
                                                    for s in (0, 1))
-    two_stage = {"dialoguernn", "dialoguegcn"}
+    two_stage = {"clstm", "clstm_crf", "dialoguernn", "dialoguegcn"}
     assert {(r["arch"], r["encoder"]) for r in runs} == {(a, "frozen" if a in two_stage else "glove-cnn")
                                                         for a in BASELINES}
-    # two-stage: each seed's CNN is trained once into out/stage1 and frozen under both models
+    # two-stage: each seed's CNN is trained once into out/stage1 and frozen under the four models
     for seed in (0, 1):
         firsts = [r["stage1"] for r in runs if r["arch"] in two_stage and r["seed"] == seed]
-        assert len(firsts) == 2 and len({f["checkpoint"] for f in firsts}) == 1
-        assert sorted(f["reused"] for f in firsts) == [False, True] and firsts[0]["arch"] == "cnn"
+        assert len(firsts) == 4 and len({f["checkpoint"] for f in firsts}) == 1
+        assert sorted(f["reused"] for f in firsts) == [False, True, True, True] and firsts[0]["arch"] == "cnn"
         assert Path(firsts[0]["checkpoint"]).parent == (out / "stage1").resolve()
     assert len(list((out / "stage1").glob("*.safetensors"))) == 2
     assert all("stage1" not in r for r in runs if r["arch"] not in two_stage)

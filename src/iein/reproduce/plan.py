@@ -371,15 +371,17 @@ def _check_settings(plan: Sequence[RunSpec]) -> None:
 #:   each, patience rule: MELD 4, IEMOCAP 11): MELD T = 2 3.79 min = 17.8 s/epoch x 12.5
 #:   epochs; IEMOCAP T = 3 4.28 min = 8.2 s/epoch x 30.5 epochs.  Measured before the GRU scan
 #:   (iein.layers._BiGRUScan), which trains an epoch about 1.9x faster, so they are high.
-#: * baselines: docs/results/runs.jsonl, mean wall minutes of their 5 seeds (2 workers on the
-#:   2-core machine, the dataset presets' protocol; a two-stage run's minutes include training
-#:   its stage-1 CNN when it was the first of its seed to need it, so a DialogueRNN + DialogueGCN
-#:   pair prices that CNN once).  Estimates, not promises.
+#: * baselines: the dev-best cells of their optimiser grid (``scripts/baseline_grid.py``, seed
+#:   0, 1 thread, two grid processes on the 2-core machine), seconds per epoch x epochs run, at
+#:   the presets' settings.  A two-stage run freezes the CNN row's model of its seed (trained by
+#:   that run, :func:`iein.reproduce.runner.provided_stage1`), so its minutes are stage 2's only.
+#:   IEMOCAP's CNN ran its grid cell's 150 epochs; at its cap of 300 it would take twice as long.
+#:   Estimates, not promises.
 FALLBACK_MINUTES: dict[tuple[str, str], float] = {
-    ("meld", "iein"): 3.8, ("meld", "cnn"): 5.0, ("meld", "clstm"): 5.4, ("meld", "clstm_crf"): 5.0,
-    ("meld", "dialoguernn"): 8.9, ("meld", "dialoguegcn"): 1.8,
-    ("iemocap", "iein"): 4.3, ("iemocap", "cnn"): 5.9, ("iemocap", "clstm"): 5.6, ("iemocap", "clstm_crf"): 6.3,
-    ("iemocap", "dialoguernn"): 11.3, ("iemocap", "dialoguegcn"): 3.7,
+    ("meld", "iein"): 3.8, ("meld", "cnn"): 4.3, ("meld", "clstm"): 0.3, ("meld", "clstm_crf"): 0.8,
+    ("meld", "dialoguernn"): 4.0, ("meld", "dialoguegcn"): 1.1,
+    ("iemocap", "iein"): 4.3, ("iemocap", "cnn"): 13.6, ("iemocap", "clstm"): 0.5, ("iemocap", "clstm_crf"): 0.2,
+    ("iemocap", "dialoguernn"): 2.0, ("iemocap", "dialoguegcn"): 0.3,
 }
 #: A ``--quick`` run (a few dialogues, one epoch, a tiny model), any model: 1-7 s measured
 #: (``--quick --only baselines`` on MELD, in-process, loaded 2-core machine).

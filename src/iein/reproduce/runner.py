@@ -367,6 +367,7 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
 
     from ..evaluation.evaluate import evaluate_model, predict_steps
     from ..training.pipeline import run_experiment
+    from ..training.resume_state import side_files
     from ..utils import torch_threads
 
     spec = RunSpec.from_dict(spec_dict)
@@ -375,10 +376,13 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     with torch_threads(threads):
         planned = spec.experiment(threads)
-        # stage 1 (DialogueRNN, DialogueGCN: the dataset's CNN of the run's seed) is shared by the
-        # runs that freeze it; selection is on dev, as for every run, and test is not looked at
+        stage1_dir = Path(opts.get("stage1_dir") or "stage1")
+        out = provided_stage1(spec, planned, stage1_dir)
+        # stage 1 (the dataset's CNN of the run's seed under the two-stage baselines) is shared
+        # by the runs that freeze it; selection is on dev, as for every run, and test is not looked at
         done = run_experiment(planned, lambda enc, cfg: _prepared(spec.dataset, enc, cfg), dataset=spec.dataset,
-                              stage1_dir=opts.get("stage1_dir") or "stage1", quick=spec.quick, resume=True,
+                              out=out, stage1_dir=stage1_dir, quick=spec.quick,
+                              resume=planned.stage1() is not None or (out is not None and side_files(out)[1].is_file()),
                               progress=False, evaluate_test=False)
         result, exp, data = done.result, done.experiment, done.data
         stage1 = done.stage1.record(planned.stage1()) if done.stage1 is not None else None
@@ -405,6 +409,20 @@ def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - t0, 3), "worker_pid": os.getpid(),
         **({"stage1": stage1} if stage1 is not None else {}),
     }
+
+
+def provided_stage1(spec: RunSpec, planned: Any, folder: Path) -> Path | None:
+    """The stage-1 file that run ``spec`` itself trains, or None.  A run of a preset that
+    other presets train first (the CNN row, frozen under the two-stage baselines of its seed)
+    writes its model where those runs look for their stage 1, so they reuse it rather than
+    train the same model again, and a killed one resumes from its state there."""
+    from ..training.config import get_preset, is_stage1
+
+    # a quick run's stage 1 is shrunk otherwise than its CNN row: nothing to share
+    if (spec.quick or planned.stage1() is not None or not is_stage1(spec.preset)
+            or planned.encoder != get_preset(spec.preset).encoder):
+        return None
+    return stage1_path(spec, planned, folder)
 
 
 def stage1_path(spec: RunSpec, first: Any, folder: Path) -> Path:

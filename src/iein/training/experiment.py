@@ -56,9 +56,11 @@ class ExperimentConfig:
         p = PRESETS[self.preset]
         if p.stage1 is None or self.encoder != p.encoder:
             return None
-        flags = {k: getattr(self.train, k) for k in ("seed", "threads", "device")}
-        # a capped stage 2 (--epochs, the quick reproduction) caps stage 1 alike
-        flags["max_epochs"] = min(self.train.max_epochs, TrainConfig.from_dict(PRESETS[p.stage1].train).max_epochs)
+        flags: dict[str, Any] = {k: getattr(self.train, k) for k in ("seed", "threads", "device")}
+        # a stage 2 capped below its preset (--epochs, the quick reproduction) caps stage 1 alike;
+        # otherwise stage 1 keeps its own cap, which may be the longer one
+        if self.train.max_epochs < TrainConfig.from_dict(p.train).max_epochs:
+            flags["max_epochs"] = min(self.train.max_epochs, TrainConfig.from_dict(PRESETS[p.stage1].train).max_epochs)
         return resolve_experiment(preset=p.stage1, encoder=self.encoder, overrides={
             f"encoder.{k}": v for k, v in self.encoder_config.items()}, **flags)
 
