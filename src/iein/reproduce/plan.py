@@ -370,7 +370,7 @@ def _check_settings(plan: Sequence[RunSpec]) -> None:
 #: * ``iein``: docs/results/runs.jsonl, mean wall minutes of the main configuration (12 runs
 #:   each, patience rule: MELD 4, IEMOCAP 11): MELD T = 2 3.79 min = 17.8 s/epoch x 12.5
 #:   epochs; IEMOCAP T = 3 4.28 min = 8.2 s/epoch x 30.5 epochs.  Measured before the GRU scan
-#:   (iein.layers._BiGRUScan), which trains an epoch about 1.9x faster, so they are high.
+#:   of :mod:`iein.layers`, which trains an epoch faster (docs/results.md), so they are high.
 #: * baselines: the dev-best cells of their optimiser grid (``scripts/baseline_grid.py``, seed
 #:   0, 1 thread, two grid processes on the 2-core machine), seconds per epoch x epochs run, at
 #:   the presets' settings.  A two-stage run freezes the CNN row's model of its seed (trained by

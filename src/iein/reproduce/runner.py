@@ -822,25 +822,41 @@ def reproduce(
                    "data_root": str(data_root) if data_root is not None else None,
                    "embeddings": str(embeddings) if embeddings is not None else None}
         recorder = _Recorder(path, session, t_start, len(pending), progress, log)
-        previous_sigterm = None
-        if threading.current_thread() is threading.main_thread():
-            # `kill PID` stops a reproduction like Ctrl-C does: finished runs stay in runs.jsonl
-            previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            _execute(pending, options, backend, workers, address, max_in_flight, recorder, log)
+            with _sigterm_as_interrupt():
+                _execute(pending, options, backend, workers, address, max_in_flight, recorder, log)
         finally:
             recorder.bar.close()
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
-        finished, failed = recorder.finished, recorder.failed
         wall = time.perf_counter() - t_start
-        append_record(path, {"kind": "session_end", "session": session, "wall_seconds": round(wall, 3),
-                             "runs_done": len(finished), "runs_failed": len(failed)})
-        remaining = len(plan) - skipped - len(finished)
-        log(f"reproduce: {plural(len(finished), 'run')} done in {wall / 60:.1f} min, {len(failed)} failed, "
-            f"{remaining} of {len(plan)} still to run")
-        return {"planned": len(plan), "skipped": skipped, "run": finished, "failed": failed,
-                "remaining": remaining, "wall_seconds": wall, "runs_file": str(path), "estimate": est}
+        summary = _end_session(path, session, wall, recorder, len(plan), skipped, log)
+        return {**summary, "runs_file": str(path), "estimate": est}
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill PID` stops a reproduction like Ctrl-C does (finished runs stay in runs.jsonl);
+    signal handlers can be set from the main thread only."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _end_session(path: Path, session: str, wall: float, recorder: _Recorder, planned: int, skipped: int,
+                 log: Log) -> dict[str, Any]:
+    """The ``session_end`` line, the closing log line, and the counts of the summary."""
+    finished, failed = recorder.finished, recorder.failed
+    append_record(path, {"kind": "session_end", "session": session, "wall_seconds": round(wall, 3),
+                         "runs_done": len(finished), "runs_failed": len(failed)})
+    remaining = planned - skipped - len(finished)
+    log(f"reproduce: {plural(len(finished), 'run')} done in {wall / 60:.1f} min, {len(failed)} failed, "
+        f"{remaining} of {planned} still to run")
+    return {"planned": planned, "skipped": skipped, "run": finished, "failed": failed,
+            "remaining": remaining, "wall_seconds": wall}
 
 
 __all__ = [
