@@ -3,12 +3,14 @@
 # hidden state against a learned mix of the last 4 (`encoder.layers=4`), u projected to 128-d
 # (`utterance_proj=128`, as the context-window presets), seeds 0-2, one thread.  The vectors
 # are cached on the first seed; finished runs are skipped and killed ones resumed.
-#   [SEEDS="3 4"] scripts/mpnet_frozen.sh [RUNS_DIR] [DATASETS] [LAYERS]
+#   [SEEDS="3 4"] [MODEL=minilm] scripts/mpnet_frozen.sh [RUNS_DIR] [DATASETS] [LAYERS]
+# MODEL (default mpnet) runs the same grid on another packaged encoder.
 set -euo pipefail
 runs=${1:-runs}
 datasets=${2:-iemocap meld}
 layer_settings=${3:-1 4}
 iein=${IEIN:-.venv/bin/iein}
+model=${MODEL:-mpnet}
 for ds in $datasets; do
   case $ds in
     meld) preset=(--preset meld --encoder transformer) ;;
@@ -17,11 +19,11 @@ for ds in $datasets; do
   esac
   for layers in $layer_settings; do
     for seed in ${SEEDS:-0 1 2}; do
-      out=$runs/$ds-mpnet-l$layers-proj128-seed$seed.safetensors
+      out=$runs/$ds-$model-l$layers-proj128-seed$seed.safetensors
       [ -f "$out" ] && continue
       resume=()
       [ -f "${out%.safetensors}.resume.pt" ] && resume=(--resume)
-      "$iein" train --dataset "$ds" --data-dir "../shared/data/$ds" "${preset[@]}" --set encoder.model=mpnet \
+      "$iein" train --dataset "$ds" --data-dir "../shared/data/$ds" "${preset[@]}" --set encoder.model="$model" \
         --set encoder.layers="$layers" --set model.utterance_proj=128 --seed "$seed" --threads 1 "${resume[@]}" \
         --out "$out" > "${out%.safetensors}.log" 2>&1
     done
