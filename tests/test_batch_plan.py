@@ -89,7 +89,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_utterance_batches_are_refused_for_context_models(tmp_path: Path) -> None:
     bert = make_tiny_bert(tmp_path / "bert")
     exp = resolve_experiment("generic", arch="iein", encoder="transformer",
-                             overrides={"encoder.model": str(bert), "train.batch_unit": "utterances"},
+                             overrides={"encoder.model": str(bert), "encoder.layers": 1, "train.batch_unit": "utterances"},
                              threads=1, max_epochs=1)
     data = prepare(toy_corpus(), encoder="transformer", encoder_config=exp.encoder_config, log=lambda _: None)
     with pytest.raises(ConfigError, match="batch_unit 'utterances': model iein reads the dialogue"):

@@ -76,3 +76,21 @@ def test_overrides_are_routed_to_their_section():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset"):
         get_preset("nope")
+
+
+def test_own_corpus_iein_on_a_transformer_mixes_layers_and_projects():
+    """`iein train --train my.jsonl ... --encoder transformer`: the generic preset's IEIN reads
+    frozen vectors mixing the last 4 layers, projected to 128-d; its GloVe settings do not
+    follow it, another model on the transformer keeps the encoder's defaults, and --set wins."""
+    from iein.training.experiment import resolve_experiment
+
+    exp = resolve_experiment(None, "generic", encoder="transformer")
+    assert exp.encoder_config == {"layers": 4} and exp.model["utterance_proj"] == 128
+    assert "the preset's settings for it" in exp.description
+    assert resolve_experiment(None, "generic").encoder_config == {"hidden": 100, "dropout": 0.1}
+    cnn = resolve_experiment(None, "generic", arch="cnn", encoder="transformer")
+    assert cnn.encoder_config == {} and "utterance_proj" not in cnn.model
+    assert resolve_experiment(None, "generic", encoder="transformer",
+                              overrides={"encoder.layers": 1}).encoder_config == {"layers": 1}
+    # the datasets' presets are unchanged on a transformer
+    assert resolve_experiment("meld", None, encoder="transformer").encoder_config == {}

@@ -45,7 +45,8 @@ def toy_corpus() -> Corpus:
 def test_every_mode_trains_and_round_trips(tmp_path, mode, arch):
     bert = make_tiny_bert(tmp_path / "bert")
     corpus = toy_corpus()
-    enc = {"model": str(bert), "mode": mode, "save_full_weights": mode == "finetune", "encoder_lr": 1e-3}
+    # the toy BERT has one layer: the generic preset's IEIN would mix four
+    enc = {"model": str(bert), "mode": mode, "save_full_weights": mode == "finetune", "encoder_lr": 1e-3, "layers": 1}
     exp = resolve_experiment("generic", arch=arch, encoder="transformer",
                              overrides={**{f"encoder.{k}": v for k, v in enc.items()}, "train.batch_size": 2, "model.dropout": 0.0},
                              threads=1, max_epochs=4)
@@ -86,7 +87,9 @@ def test_two_stage_recipe_through_the_cli(tmp_path, capsys):
     common_keys = [k for k in base if k in tuned and base[k].is_floating_point()]
     assert common_keys and any(not torch.equal(base[k], tuned[k]) for k in common_keys)
     stage2 = tmp_path / "stage2.safetensors"
-    assert main(["train", *common[:-1], f"encoder.model={exported}", "--arch", "iein", "--out", str(stage2)]) == 0
+    # one layer: the generic preset's IEIN would mix four of the toy BERT's two hidden states
+    assert main(["train", *common[:-1], f"encoder.model={exported}", "--arch", "iein", "--set", "encoder.layers=1",
+                 "--out", str(stage2)]) == 0
     assert Recognizer.load(stage2).model.utterance_encoder.config.mode == "frozen"
     # exporting a frozen encoder is a one-line error; an existing folder is refused
     assert main(["export-encoder", "--model", str(stage2), str(tmp_path / "x")]) == 2

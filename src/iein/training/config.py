@@ -83,6 +83,10 @@ class Preset:
     #: Two-stage training: the preset whose model (an utterance classifier) is trained first,
     #: on this preset's encoder; its encoder is then frozen under ``arch`` (``--encoder-from``).
     stage1: str | None = None
+    #: Settings for the preset's model on another encoder (``--encoder NAME``, same ``arch``):
+    #: by encoder name, ``{"model": {...}, "encoder_config": {...}}``, in place of the preset's
+    #: own encoder settings (which are its own encoder's) and on top of its model settings.
+    on_encoder: dict = field(default_factory=dict)
 
 
 #: The patience rule: the smallest patience whose replay on the stored dev
@@ -136,9 +140,12 @@ PRESETS: dict[str, Preset] = {
     "generic": Preset(
         "A user's own corpus: MELD-sized IEIN (GRU 100, T 2, lambda 5), lr 1e-3, 32 dialogues a "
         "batch, no feedback dropout; pick --preset meld (many short multi-party dialogues) or "
-        "--preset iemocap (few long dyadic ones) when your corpus looks like one of them",
+        "--preset iemocap (few long dyadic ones) when your corpus looks like one of them; IEIN with "
+        "--encoder transformer: frozen vectors mixing the last 4 layers, u projected to 128-d (ahead of "
+        "the last layer on dev on MELD and IEMOCAP, MiniLM and MPNet alike, docs/results.md)",
         model=_MELD_MODEL, encoder_config=_MELD_ENC,
         train=dict(_PAPER_TRAIN, lr=1e-3, max_epochs=30, patience=6),
+        on_encoder={"transformer": {"model": {"utterance_proj": 128}, "encoder_config": {"layers": 4}}},
     ),
 }
 

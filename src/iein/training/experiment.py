@@ -45,6 +45,8 @@ class ExperimentConfig:
     @property
     def description(self) -> str:
         p = PRESETS[self.preset]
+        if self.encoder != p.encoder and self.encoder in p.on_encoder and self.arch == p.arch:
+            return f"{p.description} [on {self.encoder} here: the preset's settings for it]"
         if self.encoder != p.encoder:  # the preset's text names its own encoder
             return f"{p.description} [on {self.encoder} here: the preset's {p.encoder} settings do not apply]"
         return p.description
@@ -123,6 +125,10 @@ def resolve_experiment(
     model_cls, enc_cls = get_model_class(arch), get_encoder_class(encoder)
     model_over = dict(p.model) if arch == p.arch else {}
     enc_over = dict(p.encoder_config) if encoder == p.encoder else {}
+    extra = p.on_encoder.get(encoder, {}) if encoder != p.encoder and arch == p.arch else {}
+    if extra:
+        enc_over = dict(extra.get("encoder_config", {}))
+        model_over.update(extra.get("model", {}))
     # a preset written for another encoder still decides the dropout of the utterance vectors
     train_over = dict(p.train)
     sections = {"model": model_over, "encoder": enc_over, "train": train_over}
