@@ -222,7 +222,8 @@ class TransformerEncoder(UtteranceEncoder):
         feat.config = config
         _, stats = feat.build_with_stats(train)
         feat.coverage = {**stats, "unk_rate": stats["unk"] / max(stats["tokens"], 1)}
-        log(f"transformer {feat.provenance['name']} ({feat.hidden_size}d, {config.mode}, {config.pooling} pooling): "
+        mix = f", learned mix of the last {config.layers} layers" if config.layers > 1 else ""
+        log(f"transformer {feat.provenance['name']} ({feat.hidden_size}d, {config.mode}, {config.pooling} pooling{mix}): "
             f"{stats['utterances']} training utterances, {100 * feat.coverage['unk_rate']:.2f}% unknown tokens, "
             f"{stats['truncated_targets']} truncated to {config.max_tokens} tokens")
         return feat, changes
