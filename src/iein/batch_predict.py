@@ -300,6 +300,16 @@ def _write_in_order(batches: Any, fh: Any, files: Sequence[tuple[Path, str]], ba
     return n_convs, n_utts, n_empty
 
 
+def _check_sizes(batch_size: int, threads: int, concurrency: int | None) -> None:
+    """The sizes of a Ray labelling job, checked before a cluster starts."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+
+
 def predict_on_ray(
     input_path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None,
@@ -332,12 +342,7 @@ def predict_on_ray(
 
     if model is None:
         model = default_model()[0]
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
-    if threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {threads}")
-    if concurrency is not None and concurrency < 1:
-        raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+    _check_sizes(batch_size, threads, concurrency)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     import_ray()  # one line when Ray is missing
     # everything that can be checked here fails here, before a cluster starts

@@ -723,6 +723,8 @@ def _execute(pending: Sequence[RunSpec], options: dict[str, Any], backend: str, 
                 raise
 
 
+# Long only by its signature and docstring (the public entry point behind `iein reproduce`,
+# every flag a parameter); its body is about 40 lines of steps in helpers below.
 def reproduce(
     out_dir: str | os.PathLike[str],
     datasets: str | Sequence[str] = "all",
@@ -771,26 +773,15 @@ def reproduce(
     max_in_flight = workers  # before the default: with Ray, None lets the cluster decide
     workers = _check_arguments(backend, address, workers, threads_per_worker, max_runs)
     default_seeds = QUICK_SEEDS if quick else None
-    seeds_main = seeds_main or default_seeds or DEFAULT_SEEDS_MAIN
-    seeds_ablation = seeds_ablation or default_seeds or DEFAULT_SEEDS_ABLATION
-    seeds_baselines = seeds_baselines or default_seeds or DEFAULT_SEEDS_BASELINES
+    seeds = (seeds_main or default_seeds or DEFAULT_SEEDS_MAIN,
+             seeds_ablation or default_seeds or DEFAULT_SEEDS_ABLATION,
+             seeds_baselines or default_seeds or DEFAULT_SEEDS_BASELINES)
     sets = canonical_overrides(overrides)
-    names = expand_datasets(datasets)
-    if plan is None:
-        plan = build_plan(names, seeds_main, seeds_ablation, quick=quick, baselines=baselines,
-                          seeds_baselines=seeds_baselines, only=only, encoder=encoder, overrides=sets)
-    else:
-        names = list(dict.fromkeys(s.dataset for s in plan))
-    if any(s.quick != quick for s in plan):
-        raise ConfigError("the plan's quick flag differs from quick=")
+    plan, names = _the_plan(plan, datasets, seeds, quick, baselines, only, encoder, sets)
 
     out = Path(out_dir)
-    if estimate_only:  # read-only: no folder made, no lock, no repair
-        records = read_records(runs_path(out), log=log) if out.is_dir() else []
-        _check_done_runs(runs_path(out), plan, records)  # the same refusal a real start would give
-        est = estimate(plan, records, workers, max_runs)
-        return {"planned": len(plan), "skipped": est.done, "run": [], "failed": [], "remaining": est.todo,
-                "wall_seconds": 0.0, "runs_file": str(runs_path(out)), "estimate": est}
+    if estimate_only:
+        return _estimate_only(out, plan, workers, max_runs, log)
     out.mkdir(parents=True, exist_ok=True)
     with driver_lock(out, log):  # before anything reads or repairs runs.jsonl
         path = runs_path(out)
@@ -801,15 +792,11 @@ def reproduce(
 
         _record_datasets(path, records, names, data_root, quick)
 
-        append_record(path, _plan_record(session, names, plan, est, seeds=(seeds_main, seeds_ablation, seeds_baselines),
+        append_record(path, _plan_record(session, names, plan, est, seeds=seeds,
                                          only=only, encoder=encoder, sets=sets, quick=quick, workers=workers,
                                          threads_per_worker=threads_per_worker, embeddings=embeddings))
 
-        done = _check_done_runs(path, plan, records)
-        pending = [s for s in plan if s.key not in done]
-        skipped = len(plan) - len(pending)
-        if max_runs is not None:
-            pending = pending[:max_runs]
+        pending, skipped = _pending(path, plan, records, max_runs)
         how = plural(workers, "worker process", "worker processes") if workers else "in this process"
         if backend == "ray":
             how = "as Ray tasks" + (f", at most {max_in_flight} at once" if max_in_flight else "")
@@ -830,6 +817,40 @@ def reproduce(
         wall = time.perf_counter() - t_start
         summary = _end_session(path, session, wall, recorder, len(plan), skipped, log)
         return {**summary, "runs_file": str(path), "estimate": est}
+
+
+def _the_plan(plan: Sequence[RunSpec] | None, datasets: str | Sequence[str], seeds: tuple[int, int, int],
+              quick: bool, baselines: Sequence[str], only: str | Sequence[str] | None, encoder: str | None,
+              sets: Any) -> tuple[Sequence[RunSpec], list[str]]:
+    """The plan to run (``plan`` when given, else :func:`~.plan.build_plan`'s) and its datasets."""
+    if plan is None:
+        names = expand_datasets(datasets)
+        plan = build_plan(names, seeds[0], seeds[1], quick=quick, baselines=baselines, seeds_baselines=seeds[2],
+                          only=only, encoder=encoder, overrides=sets)
+    else:
+        names = list(dict.fromkeys(s.dataset for s in plan))
+    if any(s.quick != quick for s in plan):
+        raise ConfigError("the plan's quick flag differs from quick=")
+    return plan, names
+
+
+def _estimate_only(out: Path, plan: Sequence[RunSpec], workers: int, max_runs: int | None, log: Log) -> dict[str, Any]:
+    """``estimate_only``: read-only (no folder made, no lock, no repair), with the same refusal
+    of changed settings that a real start would give."""
+    records = read_records(runs_path(out), log=log) if out.is_dir() else []
+    _check_done_runs(runs_path(out), plan, records)
+    est = estimate(plan, records, workers, max_runs)
+    return {"planned": len(plan), "skipped": est.done, "run": [], "failed": [], "remaining": est.todo,
+            "wall_seconds": 0.0, "runs_file": str(runs_path(out)), "estimate": est}
+
+
+def _pending(path: Path, plan: Sequence[RunSpec], records: Sequence[dict[str, Any]],
+             max_runs: int | None) -> tuple[list[RunSpec], int]:
+    """The planned runs not yet in ``records`` (at most ``max_runs``), and how many are."""
+    done = _check_done_runs(path, plan, records)
+    pending = [s for s in plan if s.key not in done]
+    skipped = len(plan) - len(pending)
+    return (pending[:max_runs] if max_runs is not None else pending), skipped
 
 
 @contextlib.contextmanager
