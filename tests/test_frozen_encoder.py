@@ -20,7 +20,7 @@ from tests.conftest import write_jsonl
 WORDS = ["good", "great", "bad", "awful", "the", "a", "is", "was", "day", "film"]
 
 
-def _conversations(n: int, seed: int) -> list[Conversation]:
+def toy_conversations(n: int, seed: int) -> list[Conversation]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -44,7 +44,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     rng = np.random.default_rng(1)
     glove = tmp_path / "glove.txt"
     glove.write_text("".join(f"{w} {' '.join(f'{x:.3f}' for x in rng.normal(size=8))}\n" for w in WORDS))
-    out = {s: write_jsonl(tmp_path / f"{s}.jsonl", _conversations(n, k))
+    out = {s: write_jsonl(tmp_path / f"{s}.jsonl", toy_conversations(n, k))
            for k, (s, n) in enumerate((("train", 12), ("dev", 4), ("test", 4)))}
     out["glove"] = glove
     return out
@@ -84,7 +84,7 @@ def test_stage2_keeps_the_stage1_encoder_bit_for_bit(tmp_path, files, capsys):
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
     assert not any(p.requires_grad for p in enc2.parameters())
     # text -> vectors at prediction time: exactly the stage-1 encoder's output (eval mode)
-    conv = _conversations(1, 9)[0]
+    conv = toy_conversations(1, 9)[0]
     got = np.stack(enc2.featurizer.featurize(conv))
     stage1_enc = first.model.utterance_encoder.eval()
     with torch.no_grad():
@@ -121,7 +121,7 @@ def test_lora_stage1_ships_small(tmp_path, files):
     keys = load_file(str(stage2)).keys()
     inner = [k for k in keys if k.startswith("utterance_encoder.inner.")]
     assert inner and all("lora_" in k for k in inner), inner[:5]
-    conv = _conversations(1, 9)[0]
+    conv = toy_conversations(1, 9)[0]
     rec = Recognizer.load(stage2)
     one = rec.predict([(u.speaker, u.text) for u in conv.utterances])
     assert [p["label"] for p in one] == [p["label"] for p in rec.predict([(u.speaker, u.text) for u in conv.utterances])]
@@ -190,7 +190,7 @@ def test_stage1_of_other_data_is_refused_before_training(tmp_path, files, capsys
     stage1 = tmp_path / "stage1.safetensors"
     assert main(["train", *_common(files), "--arch", "cnn", "--encoder", "glove-cnn", *CNN_SMALL, "--epochs", "1",
                  "--out", str(stage1)]) == 0
-    other = write_jsonl(tmp_path / "other-train.jsonl", _conversations(12, 7))
+    other = write_jsonl(tmp_path / "other-train.jsonl", toy_conversations(12, 7))
     args = _common(files)
     args[1] = str(other)
     capsys.readouterr()

@@ -28,6 +28,7 @@ from iein.encoders.transformer import TransformerEncoder, TransformerEncoderConf
 from iein.errors import ConfigError  # noqa: E402
 from iein.recognizer import Recognizer  # noqa: E402
 from tests.conftest import write_jsonl  # noqa: E402
+from tests.test_frozen_encoder import toy_conversations  # noqa: E402
 from tests.test_transformer_encoder import CONV, make_tiny_bert  # noqa: E402
 
 #: float32 sums in another order: ONNX Runtime's fused kernels against PyTorch's
@@ -116,25 +117,10 @@ def test_bad_runtime_is_one_line(bert: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
 
 
-def _conversations(n: int, seed: int) -> list[Conversation]:
-    rng = np.random.default_rng(seed)
-    words = ["good", "great", "bad", "sad", "happy", "okay", "you", "are", "i", "am"]
-    out = []
-    for i in range(n):
-        utts = []
-        for j in range(4):
-            label = ["joy", "sadness"][int(rng.integers(2))]
-            cue = "great" if label == "joy" else "sad"
-            utts.append(Utterance(["joey", "rachel"][j % 2], " ".join([words[int(k)] for k in rng.integers(5, 10, 3)]
-                                                                       + [cue]), label))
-        out.append(Conversation(f"c{seed}-{i}", utts))
-    return out
-
-
 @pytest.fixture()
 def two_stage(bert: Path, tmp_path: Path) -> Path:
     """A LoRA stage 1 on the tiny BERT under IEIN, as the shipped ``meld-minilm`` is built."""
-    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", _conversations(n, k))
+    files = {s: write_jsonl(tmp_path / f"{s}.jsonl", toy_conversations(n, k))
              for k, (s, n) in enumerate((("train", 8), ("dev", 3), ("test", 3)))}
     common = ["--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
               "--threads", "1", "--epochs", "1"]
@@ -148,7 +134,7 @@ def two_stage(bert: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_two_stage_model_labels_the_same_on_both_runtimes(two_stage: Path) -> None:
-    convs = [[(u.speaker, u.text) for u in c.utterances] for c in _conversations(4, 7)]
+    convs = [[(u.speaker, u.text) for u in c.utterances] for c in toy_conversations(4, 7)]
     exact, fast = Recognizer.load(two_stage, runtime="torch"), Recognizer.load(two_stage, runtime="onnxruntime")
     assert fast.model.utterance_encoder.inner.transformer is None  # no PyTorch copy of the transformer
     for conv in convs:
