@@ -4,13 +4,21 @@
 # (`utterance_proj=128`, as the context-window presets), seeds 0-2, one thread.  The vectors
 # are cached on the first seed; finished runs are skipped and killed ones resumed.
 #   [SEEDS="3 4"] [MODEL=minilm] scripts/mpnet_frozen.sh [RUNS_DIR] [DATASETS] [LAYERS]
-# MODEL (default mpnet) runs the same grid on another packaged encoder.
+# MODEL (default mpnet) runs the same grid on another packaged encoder; VARIANT (no_label or
+# gold_label) trains that IEIN variant instead of the paper's model, named -nolabel / -goldlabel.
 set -euo pipefail
 runs=${1:-runs}
 datasets=${2:-iemocap meld}
 layer_settings=${3:-1 4}
 iein=${IEIN:-.venv/bin/iein}
 model=${MODEL:-mpnet}
+variant=${VARIANT:-iein}
+case $variant in
+  iein) vtag=""; vset=() ;;
+  no_label) vtag="-nolabel"; vset=(--set model.variant=no_label) ;;
+  gold_label) vtag="-goldlabel"; vset=(--set model.variant=gold_label) ;;
+  *) echo "unknown variant $variant" >&2; exit 2 ;;
+esac
 for ds in $datasets; do
   case $ds in
     meld) preset=(--preset meld --encoder transformer) ;;
@@ -19,12 +27,12 @@ for ds in $datasets; do
   esac
   for layers in $layer_settings; do
     for seed in ${SEEDS:-0 1 2}; do
-      out=$runs/$ds-$model-l$layers-proj128-seed$seed.safetensors
+      out=$runs/$ds-$model-l$layers-proj128$vtag-seed$seed.safetensors
       [ -f "$out" ] && continue
       resume=()
       [ -f "${out%.safetensors}.resume.pt" ] && resume=(--resume)
       "$iein" train --dataset "$ds" --data-dir "../shared/data/$ds" "${preset[@]}" --set encoder.model="$model" \
-        --set encoder.layers="$layers" --set model.utterance_proj=128 --seed "$seed" --threads 1 "${resume[@]}" \
+        --set encoder.layers="$layers" --set model.utterance_proj=128 "${vset[@]}" --seed "$seed" --threads 1 "${resume[@]}" \
         --out "$out" > "${out%.safetensors}.log" 2>&1
     done
   done
