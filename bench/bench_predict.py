@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-runs", type=int, default=3, help="cold-start repetitions (median reported)")
     ap.add_argument("--threads", type=int, help="torch threads for every run (default: torch's choice)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
+    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime", "onnxruntime-int8"],
                     help="transformer encoders' runtime (iein predict --runtime)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)

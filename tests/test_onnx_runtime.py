@@ -105,6 +105,40 @@ def test_export_is_reused_and_checked(bert: Path, tmp_path: Path, monkeypatch: p
     assert onnx_file.stat().st_size > 1000
 
 
+def test_int8_runtime_is_close_cached_apart_and_quantised_once(bert: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    convs = [CONV, long_dialogue()]
+    exact = np.concatenate([np.stack(v) for v in featurizer(bert, "torch").featurize_batch(convs)])
+    int8 = featurizer(bert, "onnxruntime-int8")
+    assert int8.feature_cache().namespace["runtime"] == "onnxruntime-int8"
+    assert int8.feature_cache().dir != featurizer(bert, "onnxruntime").feature_cache().dir
+    quantised = np.concatenate([np.stack(v) for v in int8.featurize_batch(convs)])
+    cosine = (exact * quantised).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(quantised, axis=1)
+    assert cosine.min() > 0.9 and not np.allclose(exact, quantised, atol=ATOL)  # near, and not the fp32 floats
+    folder = tmp_path / "iein-cache" / "onnx"
+    (int8_file,) = folder.glob("*-int8.onnx")
+    assert json.loads(int8_file.with_suffix(".json").read_text())["key"].endswith("/int8")
+
+    def no_quantise(*_a, **_k):
+        raise AssertionError("quantised again although cached")
+
+    monkeypatch.setattr(onnx_runtime, "_quantize", no_quantise)
+    int8.release()
+    again = np.concatenate([np.stack(v) for v in featurizer(bert, "onnxruntime-int8").featurize_batch(convs)])
+    assert np.array_equal(again, quantised)
+
+
+def test_int8_form_that_moves_the_states_too_far_is_refused(bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = onnx_runtime.agreement
+    monkeypatch.setattr(onnx_runtime, "agreement", lambda *_a: 0.5)
+    with pytest.raises(ConfigError, match=r"mean cosine 0.50 to float32 on probe inputs, below 0.95\); use --runtime "
+                                          "onnxruntime$"):
+        featurizer(bert, "onnxruntime-int8").featurize(CONV)
+    monkeypatch.setattr(onnx_runtime, "agreement", measured)  # recorded with the cached int8 graph: refused again
+    with pytest.raises(ConfigError, match="mean cosine 0.50 "):
+        featurizer(bert, "onnxruntime-int8").featurize(CONV)
+
+
 def test_bad_runtime_is_one_line(bert: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     with pytest.raises(ConfigError, match="field 'runtime' must be one of auto, torch, onnxruntime"):
         TransformerEncoderConfig(model=str(bert), runtime="tensorrt")

@@ -531,9 +531,10 @@ def _parser_train(sub: Any) -> None:
 
 
 def _add_runtime_arg(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--runtime", default=default, choices=["auto", "torch", "onnxruntime"],
+    p.add_argument("--runtime", default=default, choices=["auto", "torch", "onnxruntime", "onnxruntime-int8"],
                    help=f"how a transformer encoder computes (default {default}): torch (exact), onnxruntime (CPU, "
-                        "faster, same floats within rounding; needs iein[onnx]) or auto (onnxruntime when installed)")
+                        "faster, same floats within rounding; needs iein[onnx]), onnxruntime-int8 (int8 weights: "
+                        "faster, not the same floats; see docs/results.md) or auto (onnxruntime when installed)")
 
 
 def _parser_evaluate(sub: Any) -> None:

@@ -6,14 +6,19 @@ same floats (within the rounding of a float32 sum; ``bench/bench_inference_paths
 nor the PyTorch copy of the weights, which is most of a transformer model's start-up.
 
 Runtimes (:data:`RUNTIMES`): ``torch`` is eager PyTorch, the exact reference and the one
-training uses; ``onnxruntime`` runs the exported graph on the CPU; ``auto`` is ``onnxruntime``
-when ``onnxruntime`` and ``onnx`` (the exporter's) are installed (``iein[onnx]``), else ``torch``.
+training uses; ``onnxruntime`` runs the exported graph on the CPU; ``onnxruntime-int8`` runs that
+graph with its weights dynamically quantised to int8 per output channel (faster, but its hidden
+states are not the float32 ones: an opt-in whose cost in weighted F1 is measured in
+``docs/results.md``, never a default).  Quantisation does not suit every model (it wrecks some:
+see ``docs/results.md``), so the int8 graph is compared with the float32 one on probe inputs
+when it is made; below :data:`INT8_MIN_COSINE` it is refused with a one-line error.  ``auto`` is ``onnxruntime`` when ``onnxruntime`` and
+``onnx`` (the exporter's) are installed (``iein[onnx]``), else ``torch``.
 
-An export is cached under ``<cache root>/onnx/<key>.onnx``, ``key`` naming the function it
-computes (the weights' hashes and the number of hidden states read: see the callers).  Next to
-it ``<key>.json`` records the file's SHA-256, checked before every use; a file that fails the
-check or that ONNX Runtime cannot read is reported (:class:`CacheWarning`) and exported again,
-never used.  Export and sidecar are written atomically.
+An export is cached under ``<cache root>/onnx/<key>.onnx`` (its int8 form as ``<key>-int8.onnx``),
+``key`` naming the function it computes (the weights' hashes and the number of hidden states
+read: see the callers).  Next to each, a ``.json`` sidecar records the file's SHA-256, checked
+before every use; a file that fails the check or that ONNX Runtime cannot read is reported
+(:class:`CacheWarning`) and made again, never used.  Files and sidecars are written atomically.
 """
 from __future__ import annotations
 
@@ -33,11 +38,17 @@ from ..atomic import atomic_path, atomic_write_json
 from ..errors import ConfigError
 from .cache import CacheWarning, cache_root, memo_sha256
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
+#: The runtimes that run an ONNX export (the rest is PyTorch).
+ONNX_RUNTIMES = ("onnxruntime", "onnxruntime-int8")
 ONNX_INSTALL = "pip install 'iein[onnx]'"
 #: Bump when what an export computes changes: old exports become unreachable.
 FORMAT = "iein-onnx/1"
 OPSET = 17
+#: The least mean cosine, over the probe's tokens and hidden states, between an int8 graph's
+#: states and the float32 ones for the int8 graph to be used.  Models that quantise well sit
+#: near 0.99; the ones that break fall far below, so the bar is not a fine line.
+INT8_MIN_COSINE = 0.95
 
 
 def onnx_available() -> bool:
@@ -51,8 +62,8 @@ def resolve_runtime(runtime: str, field: str = "runtime") -> str:
         raise ConfigError(f"{field} must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "auto":
         return "onnxruntime" if onnx_available() else "torch"
-    if runtime == "onnxruntime" and not onnx_available():
-        raise ConfigError(f"{field} 'onnxruntime' needs onnxruntime and onnx: {ONNX_INSTALL}")
+    if runtime in ONNX_RUNTIMES and not onnx_available():
+        raise ConfigError(f"{field} {runtime!r} needs onnxruntime and onnx: {ONNX_INSTALL}")
     return runtime
 
 
@@ -106,12 +117,29 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def onnx_forward(key: str, build: Callable[[], nn.Module], log: Callable[[str], None] = _stderr) -> OnnxForward:
-    """The cached export named ``key`` as a session; exported from ``build()`` (said on
-    ``log``: it takes seconds, once) when it is not cached or fails its check (see the module
-    docstring)."""
-    folder = cache_root() / "onnx"
-    path, sidecar = folder / f"{key[:32]}.onnx", folder / f"{key[:32]}.json"
+def _quantize(source: Path, path: Path) -> None:
+    """``source``'s graph with its weights quantised to int8 per output channel, activations
+    quantised on the fly (ONNX Runtime's dynamic quantisation)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with atomic_path(path) as tmp:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def agreement(a: OnnxForward, b: OnnxForward, probe: tuple[Tensor, Tensor]) -> float:
+    """Mean cosine between two graphs' hidden states ``(n, L, k, d)`` over the probe's real
+    tokens (padding left out) and its ``k`` states."""
+    ids, mask = probe
+    valid = mask.bool()
+    return float(torch.nn.functional.cosine_similarity(a(ids, mask)[valid], b(ids, mask)[valid], dim=-1).mean())
+
+
+def _cached_session(path: Path, key: str, make: Callable[[Path], dict[str, Any]], log: Callable[[str], None],
+                    doing: str) -> tuple[OnnxForward, dict[str, Any]]:
+    """A session on the checked file ``path`` of ``key`` and its record, made by ``make(path)``
+    (said on ``log`` as ``doing``; it returns what the record adds) when absent or failing its
+    check."""
+    sidecar = path.with_suffix(".json")
     if path.exists():
         problem = ""
         try:
@@ -122,13 +150,45 @@ def onnx_forward(key: str, build: Callable[[], nn.Module], log: Callable[[str], 
             problem = f"its record is unreadable ({exc.__class__.__name__})"
         if not problem:
             try:
-                return OnnxForward(path)
+                return OnnxForward(path), recorded
             except Exception as exc:  # onnxruntime raises its own exception types for bad files
                 problem = f"ONNX Runtime cannot read it ({str(exc).splitlines()[0][:120]})"
-        warnings.warn(f"{path}: {problem}; exporting it again", CacheWarning, stacklevel=2)
-    log(f"exporting the transformer to ONNX once (cached as {path})")
-    module = build()
-    _export(module, path)
-    atomic_write_json(sidecar, {"key": key, "sha256": memo_sha256(path), "format": FORMAT, "opset": OPSET,
-                                "torch": torch.__version__})
-    return OnnxForward(path)
+        warnings.warn(f"{path}: {problem}; making it again", CacheWarning, stacklevel=3)
+    log(f"{doing} (cached as {path})")
+    record = {"key": key, **make(path), "sha256": memo_sha256(path), "format": FORMAT, "opset": OPSET,
+              "torch": torch.__version__}
+    atomic_write_json(sidecar, record)
+    return OnnxForward(path), record
+
+
+def onnx_forward(key: str, build: Callable[[], nn.Module], log: Callable[[str], None] = _stderr,
+                 probe: tuple[Tensor, Tensor] | None = None) -> OnnxForward:
+    """The cached export named ``key`` as a session; exported from ``build()`` when it is not
+    cached or fails its check (see the module docstring), which takes seconds, once.  With
+    ``probe`` (``ids, mask`` of typical inputs), the export's int8 form, checked against the
+    float32 one on ``probe`` when it is made (:data:`INT8_MIN_COSINE`)."""
+    folder = cache_root() / "onnx"
+    fp32 = folder / f"{key[:32]}.onnx"
+
+    def export(path: Path) -> dict[str, Any]:
+        _export(build(), path)
+        return {}
+
+    exported = "exporting the transformer to ONNX once"
+    if probe is None:
+        return _cached_session(fp32, key, export, log, exported)[0]
+
+    def quantize(path: Path) -> dict[str, Any]:
+        source = _cached_session(fp32, key, export, log, exported)[0]
+        _quantize(source.path, path)
+        return {"probe_cosine": agreement(source, OnnxForward(path), probe)}
+
+    session, record = _cached_session(folder / f"{key[:32]}-int8.onnx", f"{key}/int8", quantize, log,
+                                      "quantising the ONNX export to int8 once")
+    cosine = record.get("probe_cosine")
+    if not isinstance(cosine, float) or cosine < INT8_MIN_COSINE:
+        measured = f"{cosine:.2f}" if isinstance(cosine, float) else "not recorded"
+        raise ConfigError(f"runtime 'onnxruntime-int8': int8 weights move this transformer's hidden states too "
+                          f"far (mean cosine {measured} to float32 on probe inputs, below {INT8_MIN_COSINE}); "
+                          "use --runtime onnxruntime")
+    return session

@@ -56,7 +56,7 @@ from ..errors import CheckpointError, ConfigError
 from ..utils import tensor_sha256
 from .base import EncoderConfig, Featurizer, Log, UtteranceEncoder, stack_vectors
 from .base_models import require, resolve_model
-from .onnx_runtime import OnnxForward, onnx_forward
+from .onnx_runtime import ONNX_RUNTIMES, OnnxForward, onnx_forward
 # TransformerFeaturizer, TransformerEncoderConfig, load_base_model and pad_ids stay importable from here
 from .transformer_featurizer import TransformerFeaturizer
 from .transformer_parts import (StackedStates, TransformerEncoderConfig, last_hidden_states, load_base_model,
@@ -139,7 +139,7 @@ class TransformerEncoder(UtteranceEncoder):
         name and rebuild it (:meth:`onnx`).  Otherwise LoRA adapters are merged into the base
         weights at load, ``W + (alpha/r) B A``, so that prediction never imports ``peft``."""
         assert isinstance(config, TransformerEncoderConfig)
-        deferred = config.mode != "frozen" and config.resolved_runtime() == "onnxruntime"
+        deferred = config.mode != "frozen" and config.resolved_runtime() in ONNX_RUNTIMES
         return cls(config, featurizer, merge_lora=config.mode == "lora", deferred=deferred)
 
     def onnx(self) -> OnnxForward:
@@ -161,7 +161,8 @@ class TransformerEncoder(UtteranceEncoder):
                 assert twin.transformer is not None
                 return StackedStates(twin.transformer, self.config.layers)
 
-            self._onnx = onnx_forward(key, build)
+            int8 = self.config.resolved_runtime() == "onnxruntime-int8"
+            self._onnx = onnx_forward(key, build, probe=self.featurizer.probe_inputs() if int8 else None)
         return self._onnx
 
     def _prepare_merge(self, base: nn.Module) -> None:

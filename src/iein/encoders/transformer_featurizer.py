@@ -17,15 +17,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.conversation import Conversation
+from ..data.conversation import Conversation, Utterance
 from ..errors import CheckpointError, ConfigError
 from .base import EncoderConfig, Featurizer, Log
 from .base_models import PACKAGED_MODELS, require, resolve_model, source_of, tokenizer_sha256, weights_sha256
 from .cache import FeatureCache, regroup, vectors_once
 from .hf_tokenizer import Tokenizer, load_tokenizer, read_model_config
-from .onnx_runtime import OnnxForward, onnx_forward
+from .onnx_runtime import ONNX_RUNTIMES, OnnxForward, onnx_forward
 from .transformer_parts import (StackedStates, TransformerEncoderConfig, last_hidden_states, load_base_model,
                                 pad_ids, pool, states_export_key)
+
+#: Everyday lines of varied length and feeling: the inputs an int8 graph is checked on.
+PROBE = Conversation("probe", [Utterance(s, t) for s, t in (
+    ("Ann", "Oh my God, I can't believe you actually came!"), ("Bob", "Of course I did."),
+    ("Ann", "I was so worried you'd be angry with me after what happened last week."),
+    ("Bob", "Angry? No. Hurt, maybe, a little."), ("Ann", "Okay."),
+    ("Bob", "Let's just forget about it and get something to eat, I'm starving."))])
 
 
 def _special_layout(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]]:
@@ -209,8 +216,16 @@ class TransformerFeaturizer(Featurizer):
         """The base model's last ``layers`` hidden states through ONNX Runtime (exported once)."""
         if self._onnx is None:
             key = states_export_key(self.base_sha256, self.config.layers)
-            self._onnx = onnx_forward(key, lambda: StackedStates(load_base_model(self.model_dir), self.config.layers))
+            probe = self.probe_inputs() if self.runtime() == "onnxruntime-int8" else None
+            self._onnx = onnx_forward(key, lambda: StackedStates(load_base_model(self.model_dir), self.config.layers),
+                                      probe=probe)
         return self._onnx
+
+    def probe_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` of a short everyday dialogue as this featurizer builds
+        model inputs: what an int8 graph is checked on against the float32 one."""
+        ids, mask, _ = pad_ids(self.build_inputs([PROBE])[0], self.tokenizer.pad_token_id or 0)
+        return ids, mask
 
     def base_model(self) -> nn.Module:
         """The frozen base model, loaded on first use, on :attr:`device`."""
@@ -233,7 +248,7 @@ class TransformerFeaturizer(Featurizer):
         without autograd."""
         from tqdm import tqdm
 
-        onnx = self.runtime() == "onnxruntime"
+        onnx = self.runtime() in ONNX_RUNTIMES
         model = None if onnx else self.base_model()
         device = torch.device("cpu") if model is None else next(model.parameters()).device
         pad = self.tokenizer.pad_token_id or 0

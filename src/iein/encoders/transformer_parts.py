@@ -100,7 +100,7 @@ class TransformerEncoderConfig(EncoderConfig):
     lora_targets: list[str] = dataclasses.field(default_factory=list)  # empty: query/value, detected
     encoder_lr: float | None = None  # None: 2e-5 finetune, 1e-4 lora
     batch_size: int = 64  # utterances per forward when extracting / running the encoder
-    #: What runs the transformer: 'torch' (exact), 'onnxruntime' or 'auto' (see
+    #: What runs the transformer: 'torch' (exact), 'onnxruntime', 'onnxruntime-int8' or 'auto' (see
     #: :mod:`iein.encoders.onnx_runtime`): for frozen vectors, and for a trained encoder built
     #: for inference.  A loaded checkpoint takes its loader's choice, not the recorded one.
     runtime: str = "torch"
