@@ -180,15 +180,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--split {args.split}: no --{args.split} file given (you gave --{given[0]} FILE; "
                           f"use --split {given[0]}, or pass --{args.split} FILE)")
     from .checkpoint import load_checkpoint
-    from .data.batching import encode_with
     from .data.generic import check_labels
-    from .evaluation.ensemble import average_predictions, check_members
-    from .evaluation.evaluate import evaluate_model, predict_steps
+    from .encoders.onnx_runtime import runtime_for_device
+    from .evaluation.ensemble import check_members, score_members
     from .evaluation.metrics import format_report
     from .recognizer import resolve_model
     from .atomic import atomic_write_json
-
-    from .encoders.onnx_runtime import runtime_for_device
 
     names = model_names(args.model)
     runtime = runtime_for_device(args.runtime, args.device)
@@ -211,15 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     convs = corpus.splits[args.split]
     check_labels(convs, loaded.labels, f"{corpus.name}/{args.split} vs checkpoint {names[0]}")
     exclude_label = loaded.meta.get("train_config", {}).get("exclude_label")
-    index = {name: i for i, name in enumerate(loaded.labels)}
-    member_preds = []
-    for member in members:
-        data = [encode_with(c, f, index) for c, f in zip(convs, member.featurizer.featurize_many(convs))]
-        member_preds.append(predict_steps(member.model, data))
-    preds = member_preds[0] if len(members) == 1 else average_predictions(member_preds)
-    # `data` (any member's) supplies the gold labels only: the members share the label set
-    result = evaluate_model(loaded.model, data, loaded.labels, exclude=(exclude_label,) if exclude_label else (),
-                            preds=preds)
+    result = score_members([(m.model, m.featurizer) for m in members], convs, loaded.labels,
+                           exclude=(exclude_label,) if exclude_label else ())
     if len(names) > 1:
         result["ensemble"] = names
     result["model"] = " + ".join(names)

@@ -15,8 +15,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.batching import encode_with
+from ..data.conversation import Conversation
+from ..encoders.base import Featurizer
 from ..errors import CheckpointError
-from .evaluate import StepPredictions
+from ..models.base import ConversationModel
+from .evaluate import StepPredictions, evaluate_model, predict_steps
 
 
 def check_members(labels: Sequence[Sequence[str]], meta: Sequence[dict[str, Any]], sources: Sequence[str]) -> None:
@@ -55,3 +59,17 @@ def average_predictions(members: Sequence[Sequence[StepPredictions]]) -> list[St
         probs = average([p.probs for p in preds])
         out.append(StepPredictions(probs, probs.argmax(-1)))
     return out
+
+
+def score_members(members: Sequence[tuple[ConversationModel, Featurizer]], convs: Sequence[Conversation],
+                  labels: Sequence[str], exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The scores of one model, or of the average of several, on labelled ``convs``: each
+    member featurizes them itself (its cache answers for vectors computed before)."""
+    index = {name: i for i, name in enumerate(labels)}
+    member_preds = []
+    for model, featurizer in members:
+        data = [encode_with(c, f, index) for c, f in zip(convs, featurizer.featurize_many(convs))]
+        member_preds.append(predict_steps(model, data))
+    preds = member_preds[0] if len(members) == 1 else average_predictions(member_preds)
+    # `data` (the last member's) supplies the gold labels only: the members share the label set
+    return evaluate_model(members[0][0], data, labels, exclude=exclude, preds=preds)
