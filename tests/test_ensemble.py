@@ -13,7 +13,7 @@ from iein.cli import main
 from iein.data.batching import encode_with
 from iein.data.conversation import Corpus
 from iein.errors import CheckpointError
-from iein.evaluation.ensemble import average, average_predictions, ensemble_steps
+from iein.evaluation.ensemble import average, average_predictions, ensemble_steps, feature_key
 from iein.evaluation.evaluate import StepPredictions, evaluate_model, predict_steps
 from iein.recognizer import Recognizer
 from iein.training.config import TrainConfig
@@ -77,6 +77,34 @@ def test_recognizer_ensemble_averages_its_members(members: list[Path], meld: Cor
     assert [u["label"] for u in many[0]] == [u["label"] for u in got]
     np.testing.assert_allclose([list(u["probs"].values()) for u in many[0]], [list(u["probs"].values()) for u in got],
                                atol=1e-6)
+
+
+def test_members_sharing_a_featurizer_compute_its_features_once(members: list[Path], meld: Corpus,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    ens = Recognizer.load([str(p) for p in members[:2]])  # two seeds: one vocabulary, one featurizer
+    pairs = [(u.speaker, u.text) for u in meld["test"][0].utterances]
+    want = ens.predict(pairs)
+    featurizer_class = type(load_checkpoint(members[0]).featurizer)
+    calls = []
+    real = featurizer_class.featurize_batch
+
+    def counted(self, convs):
+        calls.append(len(convs))
+        return real(self, convs)
+
+    monkeypatch.setattr(featurizer_class, "featurize_batch", counted)
+    assert ens.predict(pairs) == want and calls == [1]
+
+
+def test_feature_key_names_what_decides_the_features() -> None:
+    frozen = {"encoder_type": "frozen", "featurizer": {"inner": {"layers": 4}},
+              "encoder_config": {"checkpoint": "runs/a.safetensors", "checkpoint_sha256": "ab", "cache_dir": "/x"}}
+    moved = {**frozen, "encoder_config": {**frozen["encoder_config"], "checkpoint": "/elsewhere/a.safetensors",
+                                          "cache_dir": ""}}
+    other = {**frozen, "encoder_config": {**frozen["encoder_config"], "checkpoint_sha256": "cd"}}
+    assert feature_key(frozen) == feature_key(moved)  # the same stage-1 file in another place
+    assert feature_key(frozen) != feature_key(other)
+    assert feature_key(frozen) != feature_key({**frozen, "featurizer": {"inner": {"layers": 1}}})
 
 
 def test_evaluate_scores_the_ensemble(members: list[Path], meld: Corpus, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from .data.conversation import Conversation
 from .data.generic import MAX_UTTERANCE_CHARS, MAX_UTTERANCES, conversation_from_obj
 from .errors import CheckpointError, DataError, IeinError
 from .data.batching import EncodedConversation, encode_with
-from .evaluation.ensemble import average, check_members, ensemble_steps
+from .evaluation.ensemble import average, check_members, ensemble_steps, feature_key
 from .evaluation.evaluate import infer
 from .models.base import ConversationModel
 from .shipped import default_model, resolve_model, shipped_models
@@ -142,6 +142,7 @@ class Recognizer:
             for member in members:
                 member.model.to(device)
         self._members = members
+        self._feature_keys = [feature_key(m.meta) for m in members]
         self._loaded = members[0]
         self._model: ConversationModel = members[0].model
         self.members = tuple(sources)
@@ -316,13 +317,16 @@ class Recognizer:
 
     def _encode(self, convs: Sequence[Conversation]) -> list[list[EncodedConversation]]:
         """Each member's features of a batch of conversations at once (a transformer encodes
-        their utterances in shared, length-sorted batches); gold labels are not model inputs
-        (checked above, kept on the Conversation)."""
-        out = []
-        for member in self._members:
-            feats = member.featurizer.featurize_batch(convs)
-            out.append([encode_with(conv, f, None) for conv, f in zip(convs, feats)])
-        return out
+        their utterances in shared, length-sorted batches), computed once for the members
+        that share a featurizer (:func:`~.evaluation.ensemble.feature_key`: e.g. the seeds of
+        one frozen-encoder preset); gold labels are not model inputs (checked above, kept on
+        the Conversation)."""
+        shared: dict[str, list[EncodedConversation]] = {}
+        for member, key in zip(self._members, self._feature_keys):
+            if key not in shared:
+                feats = member.featurizer.featurize_batch(convs)
+                shared[key] = [encode_with(conv, f, None) for conv, f in zip(convs, feats)]
+        return [shared[key] for key in self._feature_keys]
 
     def _infer(self, items: Sequence[Sequence[EncodedConversation]],
                convs: Sequence[Conversation]) -> list[ConversationPrediction]:

@@ -11,11 +11,13 @@ probabilities (a CRF member contributes its marginal-free softmax, not its Viter
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.batching import encode_with
+from ..data.batching import EncodedConversation, encode_with
 from ..data.conversation import Conversation
 from ..encoders.base import Featurizer
 from ..errors import CheckpointError
@@ -41,6 +43,16 @@ def check_members(labels: Sequence[Sequence[str]], meta: Sequence[dict[str, Any]
         raise CheckpointError(f"ensemble members select on different metrics (exclude_label {excluded})")
 
 
+def feature_key(meta: dict[str, Any]) -> str:
+    """What decides a member's features, from its checkpoint record: members with equal keys
+    turn a conversation into the same features (the same frozen encoder and input settings,
+    or the same vocabulary), so an ensemble computes them once for all of them.  Paths and
+    cache folders are left out: a stage-1 encoder is named by its checksum."""
+    config = {k: v for k, v in (meta.get("encoder_config") or {}).items() if k not in ("checkpoint", "cache_dir")}
+    identity = [meta.get("encoder_type"), config, meta.get("featurizer"), meta.get("vocab")]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def ensemble_steps(step_counts: Sequence[int]) -> int:
     """Steps the ensemble reports: the members' common count, else 1 (the final step)."""
     return step_counts[0] if len(set(step_counts)) == 1 else 1
@@ -61,15 +73,19 @@ def average_predictions(members: Sequence[Sequence[StepPredictions]]) -> list[St
     return out
 
 
-def score_members(members: Sequence[tuple[ConversationModel, Featurizer]], convs: Sequence[Conversation],
-                  labels: Sequence[str], exclude: Sequence[str] = ()) -> dict[str, Any]:
-    """The scores of one model, or of the average of several, on labelled ``convs``: each
+def member_predictions(model: ConversationModel, featurizer: Featurizer, convs: Sequence[Conversation],
+                       labels: Sequence[str]) -> tuple[list[EncodedConversation], list[StepPredictions]]:
+    """One member's encoded ``convs`` (they carry the gold labels) and its predictions: each
     member featurizes them itself (its cache answers for vectors computed before)."""
     index = {name: i for i, name in enumerate(labels)}
-    member_preds = []
-    for model, featurizer in members:
-        data = [encode_with(c, f, index) for c, f in zip(convs, featurizer.featurize_many(convs))]
-        member_preds.append(predict_steps(model, data))
-    preds = member_preds[0] if len(members) == 1 else average_predictions(member_preds)
-    # `data` (the last member's) supplies the gold labels only: the members share the label set
-    return evaluate_model(members[0][0], data, labels, exclude=exclude, preds=preds)
+    data = [encode_with(c, f, index) for c, f in zip(convs, featurizer.featurize_many(convs))]
+    return data, predict_steps(model, data)
+
+
+def score_members(members: Sequence[tuple[ConversationModel, Featurizer]], convs: Sequence[Conversation],
+                  labels: Sequence[str], exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The scores of one model, or of the average of several, on labelled ``convs``."""
+    outputs = [member_predictions(model, featurizer, convs, labels) for model, featurizer in members]
+    preds = outputs[0][1] if len(members) == 1 else average_predictions([p for _, p in outputs])
+    # any member's encoded data supplies the gold labels only: the members share the label set
+    return evaluate_model(members[0][0], outputs[0][0], labels, exclude=exclude, preds=preds)
