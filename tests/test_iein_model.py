@@ -129,7 +129,8 @@ def test_gru_scan_values_and_gradients_equal_nn_gru(lengths):
     width = max(lengths) + 2  # trailing padding that no sequence reaches
     x = torch.randn(len(lengths), width, 3, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(len(lengths), width, 10, dtype=torch.float64)  # a loss that reads every output
-    out = bigru._forward_scan(x, lens)
+    assert bigru.scans(x)  # the public forward takes the packed scan here
+    out = bigru(x, lens)
     got = torch.autograd.grad((out * weight).sum(), [x, *bigru.parameters()])
     ref_out = torch.zeros_like(out)
     for i, n in enumerate(lengths):

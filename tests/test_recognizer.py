@@ -67,7 +67,7 @@ def dialogues(meld: Corpus) -> list[Conversation]:
 
 def reference(rec: Recognizer, convs: list[Conversation]) -> list[np.ndarray]:
     """The evaluation path's probabilities, (steps, n, labels) per conversation."""
-    feat = rec._loaded.featurizer
+    feat = rec.checkpoints[0].featurizer
     return [p.probs for p in predict_steps(rec.model, [encode_with(c, feat.featurize(c), None) for c in convs])]
 
 
@@ -136,11 +136,11 @@ def test_predict_many_streams_in_order_and_equals_predict(rec, dialogues):
 
 def test_no_label_variant_agrees_with_model_forward(rec, dialogues):
     # the recognizer's chunked forward must match IEIN.forward for every predicting variant
-    vocab = rec._loaded.vocab
+    vocab = rec.checkpoints[0].vocab
     for variant in ("no_label", "iein"):
         torch.manual_seed(0)
         cfg = IEINConfig(n_labels=7, emotion_dim=3, iterations=3, variant=variant)
-        enc = GloveBiGRU(GloveBiGRUConfig(vocab_size=len(vocab), embedding_dim=50, hidden=6), rec._loaded.featurizer)
+        enc = GloveBiGRU(GloveBiGRUConfig(vocab_size=len(vocab), embedding_dim=50, hidden=6), rec.checkpoints[0].featurizer)
         other = Recognizer(LoadedModel(IEIN(cfg, enc).eval(), rec.labels, {}))
         assert other.steps == (4 if variant == "iein" else 2)
         for conv, probs in zip(dialogues[:8], reference(other, dialogues[:8])):
@@ -157,15 +157,15 @@ def test_load_errors_and_card(rec, ckpt, tmp_path):
         Recognizer.load(tmp_path / "missing.safetensors")
     gold = tmp_path / "gold.safetensors"
     cfg = IEINConfig(n_labels=7, emotion_dim=2, variant="gold_label")
-    enc = GloveBiGRU(GloveBiGRUConfig(vocab_size=len(rec._loaded.vocab), embedding_dim=50, hidden=4),
-                     rec._loaded.featurizer)
+    enc = GloveBiGRU(GloveBiGRUConfig(vocab_size=len(rec.checkpoints[0].vocab), embedding_dim=50, hidden=4),
+                     rec.checkpoints[0].featurizer)
     save_checkpoint(gold, IEIN(cfg, enc), rec.labels)
     with pytest.raises(CheckpointError, match="gold_label.*cannot label new conversations"):
         Recognizer.load(gold)
 
     card = rec.card
     assert "vocab" not in card and "featurizer" not in card and card["labels"] == list(rec.labels)
-    assert card["encoder_config"]["hidden"] == 8 and card["vocab_size"] == len(rec._loaded.vocab)
+    assert card["encoder_config"]["hidden"] == 8 and card["vocab_size"] == len(rec.checkpoints[0].vocab)
     assert (card["model_type"], card["encoder_type"]) == ("iein", "glove-bigru")
     assert "model_card" not in card
     copy = tmp_path / "m.safetensors"

