@@ -6,7 +6,7 @@ import http.server
 import os
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -137,3 +137,19 @@ def kill_when_paused(proc, timeout: float = 600) -> list[str]:
     assert lines and lines[-1].startswith(PAUSED), "run ended before its pause point:\n" + "\n".join(lines)
     assert proc.returncode == -signal.SIGKILL
     return lines
+
+
+def overfit_losses(params, loss_fn: Callable[[], Any], lr: float, steps: int = 30) -> list[float]:
+    """Adam on ``params`` for ``steps`` steps of ``loss_fn()``: the losses, for the tests that
+    check a model can fit two dialogues (its loss and gradients are wired right)."""
+    import torch
+
+    opt = torch.optim.Adam(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses

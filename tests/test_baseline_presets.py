@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from iein.data.registry import load_corpus
-from iein.reproduce import runner
+from iein.reproduce import runner, worker
+from iein.reproduce.datasets import quick_subset
 from iein.reproduce.plan import build_plan
-from iein.reproduce.runner import provided_stage1, read_records, reproduce, stage1_path
+from iein.reproduce.records import read_records
+from iein.reproduce.runner import reproduce
+from iein.reproduce.worker import provided_stage1, stage1_path
 from iein.training.config import BASELINES, PRESETS, TrainConfig
 
 GRID = Path(__file__).resolve().parents[1] / "docs" / "results" / "baseline_grid.json"
@@ -88,8 +91,11 @@ def test_two_stage_runs_reuse_the_file_their_cnn_row_trained(shared_data: Path, 
                                                              monkeypatch: pytest.MonkeyPatch):
     """A real (not quick) plan on a few MELD dialogues: the CNN row trains into stage1/, the
     cLSTM of its seed freezes that very file without training a CNN of its own."""
-    monkeypatch.setattr(runner, "load_dataset",
-                        lambda name, root=None, quick=False: runner.quick_subset(load_corpus(name, root)))
+    def few(name, root=None, quick=False):
+        return quick_subset(load_corpus(name, root))
+
+    monkeypatch.setattr(runner, "load_dataset", few)  # the dataset record
+    monkeypatch.setattr(worker, "load_dataset", few)  # the runs
     plan = build_plan("meld", 1, 1, seeds_baselines=1, only="cnn,clstm",
                       overrides=["encoder.n_filters=4", "encoder.output_size=6", "train.max_epochs=2"])
     out = tmp_path / "rep"

@@ -17,6 +17,7 @@ from iein.models.clstm import CLSTM, CLSTMConfig
 from iein.models.clstm_crf import CLSTMCRF, CLSTMCRFConfig, crf_log_partition, crf_partial_nll
 from iein.models.cnn import CNN, CNNConfig
 from iein.text.vocab import Vocab
+from tests.conftest import overfit_losses
 
 torch.set_num_threads(1)
 
@@ -163,14 +164,7 @@ def test_loss_falls_when_overfitting_two_dialogues(cls, cfg_cls):
     torch.manual_seed(0)
     model = make_model(cls, cfg_cls).train()
     batch = make_batch()
-    opt = torch.optim.Adam(model.parameters(), lr=0.03)
-    losses = []
-    for _ in range(30):
-        opt.zero_grad()
-        loss = model(batch).loss
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = overfit_losses(model.parameters(), lambda: model(batch).loss, lr=0.03)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

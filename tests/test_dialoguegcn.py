@@ -14,6 +14,7 @@ from iein.encoders.glove_bigru import GloveBiGRU, GloveBiGRUConfig
 from iein.errors import ConfigError, DataError
 from iein.models.dialoguegcn import DialogueGCN, DialogueGCNConfig, EdgeWeightedRGCNConv, NodalAttention, build_edges
 from iein.text.vocab import Vocab
+from tests.conftest import overfit_losses
 
 torch.set_num_threads(1)
 
@@ -216,14 +217,7 @@ def test_loss_falls_when_overfitting_two_dialogues():
     # for the tiny model to become selective (see the module docstring of dialoguegcn.py).
     model = make_model(dropout=0.1, nodal_attention=False)
     batch = batch_of(model, [SHORT, LONG])
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    losses = []
-    for _ in range(30):
-        opt.zero_grad()
-        loss = model(batch).loss
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit_losses(model.parameters(), lambda: model(batch).loss, lr=0.02)
     assert losses[-1] < 0.5 * losses[0]
 
 

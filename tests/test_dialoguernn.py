@@ -15,6 +15,7 @@ from iein.errors import ConfigError
 from iein.layers import gru_update, reverse_within_lengths
 from iein.models.dialoguernn import DialogueRNN, DialogueRNNConfig, DialogueRNNLayer
 from iein.text.vocab import Vocab
+from tests.conftest import overfit_losses
 
 D_U = 8  # utterance vector size of the tiny encoder (2 x hidden 4)
 
@@ -225,14 +226,7 @@ def test_backward_direction_reads_the_future():
 def test_loss_falls_when_overfitting_two_dialogues():
     model = tiny_model(seed=1, global_dim=16, party_dim=16, emotion_dim=16, hidden_dim=16).train()
     u, batch = make_batch([[0, 1, 0, 2], [0, 1, 1]], seed=3)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    losses = []
-    for _ in range(30):
-        opt.zero_grad()
-        loss, _ = model.loss(model.context(u, batch), batch)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = overfit_losses(model.parameters(), lambda: model.loss(model.context(u, batch), batch)[0], lr=0.02)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

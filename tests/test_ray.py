@@ -21,7 +21,8 @@ ray = pytest.importorskip("ray", reason="the Ray backends need iein[ray]")
 
 from iein.cli import main  # noqa: E402
 from iein.errors import ConfigError  # noqa: E402
-from iein.reproduce.runner import read_records, reproduce, strip_timing  # noqa: E402
+from iein.reproduce.records import read_records, strip_timing  # noqa: E402
+from iein.reproduce.runner import reproduce  # noqa: E402
 
 RUN_TITLE = "ray::iein-run "  # a Ray worker's process title while it runs one of our tasks
 

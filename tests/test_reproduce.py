@@ -23,8 +23,8 @@ from iein.reproduce.paper import PAPER_TABLE2_MELD
 from iein.reproduce.replay import patience_what_if, stop_epoch
 from iein.reproduce.figures import seed_count_label
 from iein.reproduce.report import correction_summary, load_runs, render_report, run_corrections
-from iein.reproduce.runner import (append_record, decode_dialogues, encode_dialogues, read_records, reproduce,
-                                   strip_timing)
+from iein.reproduce.records import append_record, decode_dialogues, encode_dialogues, read_records, strip_timing
+from iein.reproduce.runner import reproduce
 
 MELD_LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
 IEMOCAP_LABELS = ["happy", "sad", "neutral", "angry", "excited", "frustrated"]

@@ -21,7 +21,8 @@ from iein.reproduce.plan import (FALLBACK_MINUTES, QUICK_RUN_MINUTES, RunSpec, b
 from iein.reproduce.paper import PAPER_TABLE2_BASELINES, PAPER_TABLE2_MELD
 from iein.reproduce.report import AHEAD_RULE, ahead_by_std, load_runs, render_report, stopped_by_cap
 from iein.training.early_stopping import cap_of, cut_by_cap
-from iein.reproduce.runner import same_config, append_record, encode_dialogues, read_records
+from iein.reproduce.records import append_record, encode_dialogues, read_records
+from iein.reproduce.runner import same_config
 from iein.training.config import BASELINES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -129,9 +129,9 @@ INTERMEDIATE = textwrap.dedent("""
 """)
 ORPHAN = {
     # the kernel's parent-death signal alone
-    "prctl": "from iein.reproduce.runner import kill_me_with_parent as f; assert f()",
+    "prctl": "from iein.reproduce.worker import kill_me_with_parent as f; assert f()",
     # the polling fallback alone (what other systems get)
-    "watchdog": "import os; from iein.reproduce.runner import watch_parent as f; f(os.getppid(), 0.1)",
+    "watchdog": "import os; from iein.reproduce.worker import watch_parent as f; f(os.getppid(), 0.1)",
 }
 
 

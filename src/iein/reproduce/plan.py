@@ -374,7 +374,7 @@ def _check_settings(plan: Sequence[RunSpec]) -> None:
 #: * baselines: the dev-best cells of their optimiser grid (``scripts/baseline_grid.py``, seed
 #:   0, 1 thread, two grid processes on the 2-core machine), seconds per epoch x epochs run, at
 #:   the presets' settings.  A two-stage run freezes the CNN row's model of its seed (trained by
-#:   that run, :func:`iein.reproduce.runner.provided_stage1`), so its minutes are stage 2's only.
+#:   that run, :func:`iein.reproduce.worker.provided_stage1`), so its minutes are stage 2's only.
 #:   IEMOCAP's CNN ran its grid cell's 150 epochs; at its cap of 300 it would take twice as long.
 #:   Estimates, not promises.
 FALLBACK_MINUTES: dict[tuple[str, str], float] = {

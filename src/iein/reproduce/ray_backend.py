@@ -2,7 +2,7 @@
 
 The local backend (:func:`.runner.reproduce` with a process pool) stays the default; this
 module only replaces the pool.  Everything else is the same code: each task calls
-:func:`.runner.run_one` on one :class:`~.plan.RunSpec`, exactly as a pool worker does, and
+:func:`.worker.run_one` on one :class:`~.plan.RunSpec`, exactly as a pool worker does, and
 returns the ``run`` record to the driver, which alone appends it to ``runs.jsonl`` (the
 driver's ``record_done``).  So resuming, the one-driver-per-folder lock and ``iein report``
 work unchanged, whichever backend wrote the runs.
@@ -16,7 +16,7 @@ Resources: a task asks for ``threads_per_worker`` CPUs (its torch thread count) 
 when its run trains on CUDA (``--set train.device=cuda``; Ray shows the task only the GPU it
 was given, so ``cuda:N`` with N > 0 would not exist there).  Ray keeps a worker process
 alive between tasks, so the dataset a worker prepared for one run is reused by its next
-(:func:`.runner._prepared`).
+(:func:`.worker.run_one`).
 
 Every node needs ``iein`` (the same version as the driver), its dependencies, and the data
 (``--data-root``, or the usual lookup) at the same path; runs are written by the driver only.
@@ -107,11 +107,11 @@ def connected(address: str | None) -> Iterator[Any]:
 def _run_task(spec_dict: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """The body of one Ray task: set up this worker process once (thread count, an empty
     data cache), then train the run with the very function the local pool uses."""
-    from . import runner
+    from . import worker
 
-    if runner.worker_options() != options:  # a fresh worker, or another reproduction's
-        runner.init_worker(options)
-    return runner.run_one(spec_dict)
+    if worker.worker_options() != options:  # a fresh worker, or another reproduction's
+        worker.init_worker(options)
+    return worker.run_one(spec_dict)
 
 
 def _resources(spec: "RunSpec", threads: int) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def run_on_ray(
     """Train ``pending`` on the Ray cluster at ``address``, recording each result as it
     arrives (in completion order, like the pool).
 
-    ``options`` are the pool's worker options (:func:`.runner.init_worker`); the driver's
+    ``options`` are the pool's worker options (:func:`.worker.init_worker`); the driver's
     PID is dropped from them, since a Ray worker's parent is Ray's own process, not this
     driver (Ray ends a job's tasks when its driver exits).  ``max_in_flight`` caps the runs
     submitted at once (``--workers N``); None submits them all and lets Ray schedule them

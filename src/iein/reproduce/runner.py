@@ -24,10 +24,8 @@ The report (:mod:`.report`) reads this file and nothing else.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
-import re
 import signal
 import sys
 import threading
@@ -35,216 +33,22 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from .. import __version__
 from ..errors import ConfigError, DataError
 from ..utils import plural
 from ..training.config import BASELINES
-from .plan import (QUICK_SEEDS, QUICK_SIZES, RunSpec, build_plan, canonical_overrides, estimate, expand_datasets,
+from .plan import (QUICK_SEEDS, RunSpec, build_plan, canonical_overrides, estimate, expand_datasets,
                    main_iterations, DEFAULT_SEEDS_ABLATION, DEFAULT_SEEDS_BASELINES, DEFAULT_SEEDS_MAIN)
+from .datasets import dataset_record, load_dataset
+from .records import Log, append_record, read_records, runs_path, upgrade_record
+from .worker import init_worker, run_one, stage1_path
 
-Log = Callable[[str], None]
-
-RUNS_FILE = "runs.jsonl"
-#: Fields of a ``run`` line that depend on the machine's speed or the moment, not on the
-#: computation (``history[*].seconds`` too): what differs between two identical runs.
-TIMING_FIELDS: tuple[str, ...] = (
-    "wall_seconds", "seconds_per_epoch", "finished_at", "session", "session_elapsed", "worker_pid",
-)
-#: Label ids as one character each; "-" is an unlabelled utterance.
-ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-#: The case study of the paper's Table 5 (section 3.6): its first utterance and speakers.
-CASE_STUDY_ANCHOR = ("chandler", "what are you doing tonight", "joey")
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# compact label strings
-
-
-def encode_ids(ids: Iterable[int]) -> str:
-    """Label ids -> one character each (``0-9a-z``); negative ids (unlabelled) -> ``-``."""
-    out = []
-    for i in ids:
-        i = int(i)
-        if i < 0:
-            out.append("-")
-        elif i < len(ALPHABET):
-            out.append(ALPHABET[i])
-        else:
-            raise ValueError(f"label id {i} too large for the compact encoding (max {len(ALPHABET) - 1})")
-    return "".join(out)
-
-
-def decode_ids(text: str) -> list[int]:
-    """Inverse of :func:`encode_ids` (``-`` -> -1)."""
-    return [-1 if ch == "-" else ALPHABET.index(ch) for ch in text]
-
-
-def encode_dialogues(per_dialogue: Sequence[Iterable[int]]) -> str:
-    """One string for a split: each dialogue's ids encoded, dialogues separated by spaces."""
-    return " ".join(encode_ids(d) for d in per_dialogue)
-
-
-def decode_dialogues(text: str) -> list[list[int]]:
-    return [decode_ids(part) for part in text.split(" ")] if text else []
-
-
-# --------------------------------------------------------------------------------------------
-# runs.jsonl
-
-
-def runs_path(out_dir: str | os.PathLike[str]) -> Path:
-    return Path(out_dir) / RUNS_FILE
-
-
-def read_records(path: str | os.PathLike[str], repair: bool = False, log: Log = _stderr) -> list[dict[str, Any]]:
-    """All complete lines of ``runs.jsonl``.  A torn last line (no newline, or not JSON) is
-    ignored, and with ``repair`` cut off the file so appending continues cleanly.  A broken
-    line anywhere else is an error: that is not what a kill produces."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    good_end = len(data)
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-        tail_complete = True
-    else:
-        tail_complete = False
-    records: list[dict[str, Any]] = []
-    offset = 0
-    for lineno, raw in enumerate(lines, 1):
-        last = lineno == len(lines)
-        try:
-            if last and not tail_complete:
-                raise ValueError("no newline")
-            rec = json.loads(raw.decode("utf-8"))
-            if not isinstance(rec, dict) or "kind" not in rec:
-                raise ValueError("not a record")
-        except ValueError as exc:
-            if not last:
-                raise DataError(f"{path}:{lineno}: broken line ({exc}); the file was edited or corrupted") from None
-            good_end = offset
-            log(f"warning: {path}:{lineno}: ignoring a torn last line ({len(raw)} bytes) left by an interrupted run")
-            break
-        records.append(rec)
-        offset += len(raw) + 1
-    if repair and good_end < len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return records
-
-
-def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
-    """Append one JSON line: a single ``write`` on an ``O_APPEND`` descriptor, then fsync."""
-    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(line)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def strip_timing(record: dict[str, Any]) -> dict[str, Any]:
-    """A ``run`` record without its timing fields: equal for two runs of the same computation."""
-    out = {k: v for k, v in record.items() if k not in TIMING_FIELDS}
-    if "history" in out:
-        out["history"] = [{k: v for k, v in row.items() if k != "seconds"} for row in out["history"]]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# data
-
-
-def _normalise(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("’", "'")).strip()
-
-
-def find_case_study(corpus: Any) -> dict[str, Any] | None:
-    """The paper's Table 5 dialogue, located in the MELD test split by its utterances:
-    Chandler's "What are you doing tonight?" answered by Joey.  Returns its id, its position
-    in the test split, the index of that first utterance, and every utterance (speaker,
-    text, gold)."""
-    speaker, first, reply = CASE_STUDY_ANCHOR
-    for index, conv in enumerate(corpus.splits.get("test", [])):
-        utts = conv.utterances
-        for j in range(len(utts) - 1):
-            if (_normalise(utts[j].text) == first and utts[j].speaker.lower() == speaker
-                    and utts[j + 1].speaker.lower() == reply):
-                return {
-                    "dialogue_id": conv.id, "test_index": index, "start": j,
-                    "utterances": [[u.speaker, u.text, u.label] for u in utts],
-                }
-    return None
-
-
-def quick_subset(corpus: Any) -> Any:
-    """The first few dialogues of every split (:data:`QUICK_SIZES`); the case-study dialogue
-    is kept in the test subset (it replaces the last one) so Table 5 renders in quick mode."""
-    from ..data.conversation import Corpus
-
-    sizes = QUICK_SIZES.get(corpus.name, (40, 10, 20))
-    splits = {name: list(corpus.splits.get(name, []))[:n] for name, n in zip(("train", "dev", "test"), sizes)}
-    case = find_case_study(corpus)
-    if case is not None and not any(c.id == case["dialogue_id"] for c in splits["test"]):
-        splits["test"] = splits["test"][:-1] + [corpus.splits["test"][case["test_index"]]]
-    return Corpus(corpus.name, corpus.labels, splits, corpus.notes)
-
-
-def load_dataset(name: str, data_root: str | os.PathLike[str] | None = None, quick: bool = False) -> Any:
-    from ..data.registry import load_corpus
-
-    corpus = load_corpus(name, data_root)
-    return quick_subset(corpus) if quick else corpus
-
-
-def data_files(name: str, data_root: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """sha256 of the files the dataset reader reads, by file name."""
-    from ..data import iemocap, meld
-    from ..data.registry import resolve_data_dir
-    from ..utils import sha256_file
-
-    directory = resolve_data_dir(name, data_root)
-    if name == "meld":
-        files = [directory / f for f in meld.FILES.values()]
-    elif iemocap.has_csvs(directory):
-        files = [directory / f for f in iemocap.CSV_FILES.values()]
-    else:
-        files = [iemocap.find_pickle(directory)]  # type: ignore[list-item]
-    return {str(p.relative_to(directory)): sha256_file(p) for p in files if p is not None}
-
-
-def dataset_record(name: str, corpus: Any, data_root: str | os.PathLike[str] | None, quick: bool) -> dict[str, Any]:
-    from ..training.trainer import fingerprint
-
-    index = {label: i for i, label in enumerate(corpus.labels)}
-    test = corpus.splits.get("test", [])
-    case = find_case_study(corpus)
-    if case is not None:
-        case["utterances"] = [[s, t, g] for s, t, g in case["utterances"]]
-    return {
-        "kind": "dataset", "dataset": name, "quick": quick, "labels": list(corpus.labels),
-        "data_files": data_files(name, data_root),
-        "data_checksums": {split: fingerprint(convs) for split, convs in corpus.splits.items()},
-        "sizes": {split: [len(convs), sum(len(c) for c in convs)] for split, convs in corpus.splits.items()},
-        "test_dialogues": [c.id for c in test],
-        "test_gold": encode_dialogues([[index[u.label] if u.label is not None else -1 for u in c.utterances]
-                                        for c in test]),
-        "case_study": case,
-    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -259,180 +63,6 @@ def machine_info() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# one run (in a worker process, or in-process with workers=0)
-
-_WORKER: dict[str, Any] = {"options": {}, "cache": {}}
-
-
-def worker_options() -> dict[str, Any]:
-    """The options this worker process was set up with ({} before :func:`init_worker`)."""
-    return _WORKER["options"]
-
-
-#: How often a worker checks that its driver is still there (the fallback where the kernel
-#: cannot be asked to kill it with its parent).
-PARENT_POLL_S = 0.5
-
-
-def kill_me_with_parent() -> bool:
-    """Linux: ask the kernel to SIGKILL this process when its parent dies, even by SIGKILL.
-    False where that is not available (other systems, a sandbox refusing the call).
-
-    The kernel's "parent" is the *thread* that started the process: the pool starts its
-    workers from the driver's thread (``submit``), which outlives the pool."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-        prctl.restype = ctypes.c_int
-        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        return prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return False
-
-
-def watch_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> threading.Thread:
-    """A daemon thread that ends this process as soon as ``parent_pid`` is no longer its
-    parent (an orphan is re-parented to init or a subreaper).  Without it, an orphaned worker
-    on a system without PR_SET_PDEATHSIG would wait forever on the pool's call queue: it
-    holds both ends of that pipe itself, so it never sees end-of-file."""
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(interval)
-        os._exit(1)  # the driver is gone: nobody would record this worker's results
-
-    thread = threading.Thread(target=watch, name="iein-watch-parent", daemon=True)
-    thread.start()
-    return thread
-
-
-def die_with_parent(parent_pid: int | None) -> None:
-    """End this worker within a fraction of a second of its driver's death, however the
-    driver died, so a killed ``reproduce`` leaves no orphan training away on the cores (nor
-    keeps the multiprocessing resource tracker, which waits for every worker, alive).
-
-    The kernel's parent-death signal is immediate; the polling thread is the fallback where
-    that is unavailable, and costs nothing where it is not.  The final check covers a
-    driver that died while this worker was still starting (before either existed)."""
-    if parent_pid is None:
-        return
-    kill_me_with_parent()
-    watch_parent(parent_pid)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def init_worker(options: dict[str, Any], in_process: bool = False) -> None:
-    """Pool initializer (and a Ray task's set-up): die with the parent, start an empty data
-    cache.  ``in_process`` (workers=0): only the options and the cache, the caller's process
-    keeps its settings (each training pins its own thread count anyway)."""
-    _WORKER["options"] = dict(options)
-    _WORKER["cache"] = {}
-    if in_process:
-        return
-    die_with_parent(options.get("parent_pid"))
-    threads = int(options.get("threads_per_worker", 1))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process
-        pass
-
-
-def _prepared(dataset: str, encoder: str, encoder_config: dict[str, Any]) -> Any:
-    """The dataset's PreparedData for an encoder, loaded and featurized once per worker
-    process (shared by encoders whose featurizers agree, e.g. glove-bigru and glove-cnn)."""
-    from ..encoders.registry import get_encoder_class
-    from ..training.trainer import prepare
-
-    cache = _WORKER["cache"]
-    key = (dataset, get_encoder_class(encoder).features_key(encoder_config))
-    if key not in cache:
-        opts = _WORKER["options"]
-        corpus = load_dataset(dataset, opts.get("data_root"), bool(opts.get("quick")))
-        cache[key] = prepare(corpus, opts.get("embeddings"), encoder, encoder_config, log=lambda _msg: None)
-    return cache[key]
-
-
-def run_one(spec_dict: dict[str, Any]) -> dict[str, Any]:
-    """Train one planned run and return its ``run`` record (without session fields)."""
-    import numpy as np
-    import torch
-
-    from ..evaluation.evaluate import evaluate_model, predict_steps
-    from ..training.pipeline import run_experiment
-    from ..training.resume_state import side_files
-    from ..utils import torch_threads
-
-    spec = RunSpec.from_dict(spec_dict)
-    opts = _WORKER["options"]
-    threads = int(opts.get("threads_per_worker", 1))
-    t0 = time.perf_counter()
-    with torch_threads(threads):
-        planned = spec.experiment(threads)
-        stage1_dir = Path(opts.get("stage1_dir") or "stage1")
-        out = provided_stage1(spec, planned, stage1_dir)
-        # stage 1 (the dataset's CNN of the run's seed under the two-stage baselines) is shared
-        # by the runs that freeze it; selection is on dev, as for every run, and test is not looked at
-        done = run_experiment(planned, lambda enc, cfg: _prepared(spec.dataset, enc, cfg), dataset=spec.dataset,
-                              out=out, stage1_dir=stage1_dir, quick=spec.quick,
-                              resume=planned.stage1() is not None or (out is not None and side_files(out)[1].is_file()),
-                              progress=False, evaluate_test=False)
-        result, exp, data = done.result, done.experiment, done.data
-        stage1 = done.stage1.record(planned.stage1()) if done.stage1 is not None else None
-        cfg = exp.train
-        test_set = data.splits["test"]
-        preds = predict_steps(result.model, test_set, cfg.eval_batch_size)
-        exclude = (cfg.exclude_label,) if cfg.exclude_label else ()
-        test = evaluate_model(result.model, test_set, data.labels, exclude, cfg.eval_batch_size, preds=preds)
-    model_cfg = exp.model
-    n_steps = preds[0].ids.shape[0] if preds else 0
-    step_strings = [encode_dialogues([p.ids[s] for p in preds]) for s in range(n_steps)]
-    return {
-        "kind": "run", "key": spec.key, "dataset": spec.dataset, "preset": spec.preset,
-        "variant": spec.variant, "iterations": spec.iterations, "seed": spec.seed, "quick": spec.quick,
-        "roles": list(spec.roles), "overrides": list(spec.overrides),
-        "arch": exp.arch, "encoder": exp.encoder, "encoder_config": exp.encoder_config,
-        "model_config": model_cfg, "train_config": cfg.to_dict(),
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
-        "stopped_by": result.stopped_by, "dev": result.dev, "test": test,
-        "test_predictions": {"dialogues": [c.id for c in test_set], "steps": step_strings},
-        "embeddings": data.provenance, "coverage": data.coverage, "data_checksums": data.data_checksums,
-        "versions": {"iein": __version__, "torch": torch.__version__, "numpy": np.__version__},
-        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
-        "wall_seconds": round(time.perf_counter() - t0, 3), "worker_pid": os.getpid(),
-        **({"stage1": stage1} if stage1 is not None else {}),
-    }
-
-
-def provided_stage1(spec: RunSpec, planned: Any, folder: Path) -> Path | None:
-    """The stage-1 file that run ``spec`` itself trains, or None.  A run of a preset that
-    other presets train first (the CNN row, frozen under the two-stage baselines of its seed)
-    writes its model where those runs look for their stage 1, so they reuse it rather than
-    train the same model again, and a killed one resumes from its state there."""
-    from ..training.config import get_preset, is_stage1
-
-    # a quick run's stage 1 is shrunk otherwise than its CNN row: nothing to share
-    if (spec.quick or planned.stage1() is not None or not is_stage1(spec.preset)
-            or planned.encoder != get_preset(spec.preset).encoder):
-        return None
-    return stage1_path(spec, planned, folder)
-
-
-def stage1_path(spec: RunSpec, first: Any, folder: Path) -> Path:
-    """Where a run's stage-1 model lives (:func:`iein.training.pipeline.stage1_file`)."""
-    from ..training.pipeline import stage1_file
-
-    return stage1_file(first, spec.dataset, folder, spec.quick)
-
-
-# --------------------------------------------------------------------------------------------
 # the driver
 
 
@@ -444,21 +74,6 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Records written before models and encoders were components: IEIN's flat config held
-    the encoder's GRU size, and lambda was a training setting."""
-    if "arch" in record:
-        return record
-    rec = dict(record)
-    model = dict(rec.get("model_config") or {})
-    train = dict(rec.get("train_config") or {})
-    enc = {}
-    if "utterance_hidden" in model:
-        enc["hidden"] = model.pop("utterance_hidden")
-    if "lam" in train:
-        model["lam"] = train.pop("lam")
-    rec.update(arch="iein", encoder="glove-bigru", model_config=model, train_config=train, encoder_config=enc)
-    return rec
 
 
 def _check_done_runs(path: Path, plan: Sequence[RunSpec], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -880,8 +495,4 @@ def _end_session(path: Path, session: str, wall: float, recorder: _Recorder, pla
             "remaining": remaining, "wall_seconds": wall}
 
 
-__all__ = [
-    "RUNS_FILE", "TIMING_FIELDS", "append_record", "data_files", "dataset_record", "decode_dialogues",
-    "decode_ids", "encode_dialogues", "encode_ids", "find_case_study", "load_dataset", "quick_subset",
-    "read_records", "reproduce", "run_one", "runs_path", "strip_timing",
-]
+__all__ = ["default_workers", "driver_lock", "machine_info", "reproduce", "same_config"]

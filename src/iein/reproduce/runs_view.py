@@ -18,7 +18,7 @@ from ..evaluation.metrics import correction_counts, mean_std
 from ..training.config import BASELINES
 from .plan import DEFAULT_SEEDS_BASELINES, parse_key
 from .paper import BASELINE_NAME
-from .runner import decode_dialogues, read_records, runs_path, upgrade_record
+from .records import decode_dialogues, read_records, runs_path, upgrade_record
 
 #: The kinds of changed prediction between adjacent steps (Table 4), in report order.
 KINDS = ("R->W", "W->R", "W->W")
