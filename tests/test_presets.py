@@ -94,3 +94,19 @@ def test_own_corpus_iein_on_a_transformer_mixes_layers_and_projects():
                               overrides={"encoder.layers": 1}).encoder_config == {"layers": 1}
     # the datasets' presets are unchanged on a transformer
     assert resolve_experiment("meld", None, encoder="transformer").encoder_config == {}
+
+
+def test_an_installed_mpnet_is_advised_where_frozen_minilm_would_run(monkeypatch):
+    from iein.encoders import base_models
+    from iein.training.experiment import encoder_advice
+
+    monkeypatch.setattr(base_models, "packaged_installed", lambda spec: spec == "mpnet")
+    own = resolve_experiment(None, "generic", encoder="transformer")
+    assert "--set encoder.model=mpnet" in encoder_advice(own)
+    assert encoder_advice(resolve_experiment(None, "generic", encoder="transformer",
+                                             overrides={"encoder.model": "mpnet"})) is None
+    assert encoder_advice(resolve_experiment(None, "generic", encoder="transformer",
+                                             overrides={"encoder.mode": "lora"})) is None
+    assert encoder_advice(resolve_experiment(None, "generic")) is None  # GloVe
+    monkeypatch.setattr(base_models, "packaged_installed", lambda spec: False)
+    assert encoder_advice(own) is None

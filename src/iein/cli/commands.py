@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         TrainConfig(**{k: v for k, v in (("max_epochs", args.epochs), ("threads", args.threads)) if v is not None})
     from ..evaluation.metrics import format_report
     from ..training.distributed import env_rank
-    from ..training.experiment import parse_overrides, resolve_experiment
+    from ..training.experiment import encoder_advice, parse_overrides, resolve_experiment
     from ..training.pipeline import run_experiment
     from ..training.trainer import check_resume_state, check_stage1_data, prepare, side_files
     from ..atomic import atomic_write_json
@@ -117,6 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.dataset and not args.preset:
         note("note: your own corpus gets preset 'generic'; --preset meld or --preset iemocap may suit it "
              "better (see `iein presets`)")
+    advice = encoder_advice(exp)
+    if advice:
+        note(f"note: {advice}")
     try:
         done = run_experiment(exp, lambda enc, cfg: prepare(corpus, args.embeddings, enc, cfg, log=note),
                               dataset=corpus.name, out=out, force=args.force, resume=args.resume,

