@@ -5,8 +5,8 @@
 set -euo pipefail
 ds=$1
 runs=${2:-runs}
-ctx="$runs/$ds-minilm-ctx-proj128-seed[0-2].safetensors,$runs/$ds-minilm-ctx-s1seed[12]-proj128-seed[0-2].safetensors"
-ctxnl="$runs/$ds-minilm-ctx-nolabel-seed[0-2].safetensors,$runs/$ds-minilm-ctx-s1seed[12]-nolabel-seed[0-2].safetensors"
+ctx="$runs/$ds-minilm-ctx-proj128-seed[0-2].safetensors,$runs/$ds-minilm-ctx-s1seed[1-4]-proj128-seed[0-2].safetensors"
+ctxnl="$runs/$ds-minilm-ctx-nolabel-seed[0-2].safetensors,$runs/$ds-minilm-ctx-s1seed[1-4]-nolabel-seed[0-2].safetensors"
 extra=()
 [ "$ds" = iemocap ] && extra=(--candidate "ctx-nolabel-s1seed0=$runs/$ds-minilm-ctx-nolabel-seed[0-2].safetensors")
 ${PYTHON:-.venv/bin/python} scripts/choose_ensemble.py --dataset "$ds" --data-dir "../shared/data/$ds" \
