@@ -338,8 +338,6 @@ def _execute(pending: Sequence[RunSpec], options: dict[str, Any], backend: str, 
                 raise
 
 
-# Long only by its signature and docstring (the public entry point behind `iein reproduce`,
-# every flag a parameter); its body is about 40 lines of steps in helpers below.
 def reproduce(
     out_dir: str | os.PathLike[str],
     datasets: str | Sequence[str] = "all",
@@ -387,10 +385,7 @@ def reproduce(
     """
     max_in_flight = workers  # before the default: with Ray, None lets the cluster decide
     workers = _check_arguments(backend, address, workers, threads_per_worker, max_runs)
-    default_seeds = QUICK_SEEDS if quick else None
-    seeds = (seeds_main or default_seeds or DEFAULT_SEEDS_MAIN,
-             seeds_ablation or default_seeds or DEFAULT_SEEDS_ABLATION,
-             seeds_baselines or default_seeds or DEFAULT_SEEDS_BASELINES)
+    seeds = _seed_counts(quick, seeds_main, seeds_ablation, seeds_baselines)
     sets = canonical_overrides(overrides)
     plan, names = _the_plan(plan, datasets, seeds, quick, baselines, only, encoder, sets)
 
@@ -412,26 +407,42 @@ def reproduce(
                                          threads_per_worker=threads_per_worker, embeddings=embeddings))
 
         pending, skipped = _pending(path, plan, records, max_runs)
-        how = plural(workers, "worker process", "worker processes") if workers else "in this process"
-        if backend == "ray":
-            how = "as Ray tasks" + (f", at most {max_in_flight} at once" if max_in_flight else "")
-        log(f"reproduce: {plural(len(plan), 'run')} planned, {skipped} already in {path}, {len(pending)} to run now "
-            f"({how}, {plural(threads_per_worker, 'torch thread')} each)")
-        log(est.line())
+        _announce(log, len(plan), skipped, len(pending), path, est, workers, backend, max_in_flight,
+                  threads_per_worker)
 
-        options = {"threads_per_worker": threads_per_worker, "quick": quick, "parent_pid": os.getpid(),
-                   "stage1_dir": str((out / "stage1").resolve()),
-                   "data_root": str(data_root) if data_root is not None else None,
-                   "embeddings": str(embeddings) if embeddings is not None else None}
+        options = _worker_options(out, threads_per_worker, quick, data_root, embeddings)
         recorder = _Recorder(path, session, t_start, len(pending), progress, log)
-        try:
-            with _sigterm_as_interrupt():
-                _execute(pending, options, backend, workers, address, max_in_flight, recorder, log)
-        finally:
-            recorder.bar.close()
+        with _sigterm_as_interrupt(), contextlib.closing(recorder.bar):
+            _execute(pending, options, backend, workers, address, max_in_flight, recorder, log)
         wall = time.perf_counter() - t_start
         summary = _end_session(path, session, wall, recorder, len(plan), skipped, log)
         return {**summary, "runs_file": str(path), "estimate": est}
+
+
+def _announce(log: Log, planned: int, skipped: int, pending: int, path: Path, est: Any, workers: int, backend: str,
+              max_in_flight: int | None, threads_per_worker: int) -> None:
+    """The session's opening log lines: what runs now, how, and how long it should take."""
+    how = plural(workers, "worker process", "worker processes") if workers else "in this process"
+    if backend == "ray":
+        how = "as Ray tasks" + (f", at most {max_in_flight} at once" if max_in_flight else "")
+    log(f"reproduce: {plural(planned, 'run')} planned, {skipped} already in {path}, {pending} to run now "
+        f"({how}, {plural(threads_per_worker, 'torch thread')} each)")
+    log(est.line())
+
+
+def _seed_counts(quick: bool, main: int | None, ablation: int | None, baselines: int | None) -> tuple[int, int, int]:
+    """Seeds of the main table, the ablations and the baselines: given, else the quick or full defaults."""
+    quick_seeds = QUICK_SEEDS if quick else None
+    return (main or quick_seeds or DEFAULT_SEEDS_MAIN, ablation or quick_seeds or DEFAULT_SEEDS_ABLATION,
+            baselines or quick_seeds or DEFAULT_SEEDS_BASELINES)
+
+
+def _worker_options(out: Path, threads_per_worker: int, quick: bool, data_root: Any, embeddings: Any) -> dict[str, Any]:
+    """What every worker (pool process or Ray task) is set up with: plain values, absolute paths."""
+    return {"threads_per_worker": threads_per_worker, "quick": quick, "parent_pid": os.getpid(),
+            "stage1_dir": str((out / "stage1").resolve()),
+            "data_root": str(data_root) if data_root is not None else None,
+            "embeddings": str(embeddings) if embeddings is not None else None}
 
 
 def _the_plan(plan: Sequence[RunSpec] | None, datasets: str | Sequence[str], seeds: tuple[int, int, int],
