@@ -6,6 +6,7 @@
 #   [SEEDS="3 4"] [MODEL=minilm] scripts/mpnet_frozen.sh [RUNS_DIR] [DATASETS] [LAYERS]
 # MODEL (default mpnet) runs the same grid on another packaged encoder; VARIANT (no_label or
 # gold_label) trains that IEIN variant instead of the paper's model, named -nolabel / -goldlabel.
+# SET="model.detach_feedback=true ..." TAG=-detach add --set overrides, named by TAG.
 set -euo pipefail
 runs=${1:-runs}
 datasets=${2:-iemocap meld}
@@ -19,6 +20,9 @@ case $variant in
   gold_label) vtag="-goldlabel"; vset=(--set model.variant=gold_label) ;;
   *) echo "unknown variant $variant" >&2; exit 2 ;;
 esac
+extra=()
+for kv in ${SET:-}; do extra+=(--set "$kv"); done
+vtag=$vtag${TAG:-}
 for ds in $datasets; do
   case $ds in
     meld) preset=(--preset meld --encoder transformer) ;;
@@ -32,7 +36,7 @@ for ds in $datasets; do
       resume=()
       [ -f "${out%.safetensors}.resume.pt" ] && resume=(--resume)
       "$iein" train --dataset "$ds" --data-dir "../shared/data/$ds" "${preset[@]}" --set encoder.model="$model" \
-        --set encoder.layers="$layers" --set model.utterance_proj=128 "${vset[@]}" --seed "$seed" --threads 1 "${resume[@]}" \
+        --set encoder.layers="$layers" --set model.utterance_proj=128 "${vset[@]}" "${extra[@]}" --seed "$seed" --threads 1 "${resume[@]}" \
         --out "$out" > "${out%.safetensors}.log" 2>&1
     done
   done

@@ -441,6 +441,34 @@ def test_detach_feedback_blocks_gradient_between_steps():
     assert model.initial_classifier.weight.grad is None or torch.all(model.initial_classifier.weight.grad == 0)
 
 
+def test_gold_context_acts_in_training_only_and_never_shows_an_utterance_its_own_label():
+    batch = tiny_batch()
+    torch.manual_seed(0)
+    plain = tiny_model().eval()
+    torch.manual_seed(0)
+    mixed = tiny_model(gold_context=1.0).eval()
+    for a, b in zip(steps_of(plain, batch), steps_of(mixed, batch)):
+        assert torch.equal(a, b)  # inference: the paper's passes
+    mixed.train()  # dropout 0, so training differs from eval only by the gold context
+    trained = steps_of(mixed, batch)
+    assert torch.equal(trained[0], steps_of(plain, batch)[0])  # P^0 reads no label
+    assert not torch.allclose(trained[1], steps_of(plain, batch)[1])
+    changed = batch.labels.clone()
+    changed[0, 1] = 3  # the gold label of utterance 1 of dialogue 0
+    out = steps_of(mixed, with_inputs(batch, labels=changed))
+    # step 1: utterance 1 reads its own prediction, its neighbours read its (new) gold label
+    assert torch.equal(out[1][0, 1], trained[1][0, 1])
+    assert not torch.allclose(out[1][0, 0], trained[1][0, 0])
+    assert torch.equal(out[1][1], trained[1][1])  # other dialogues untouched
+
+
+def test_gold_context_rejects_bad_values():
+    with pytest.raises(ConfigError, match="gold_context"):
+        tiny_cfg(gold_context=1.5)
+    with pytest.raises(ConfigError, match="gold_context"):
+        tiny_cfg(gold_context=0.5, variant="no_label")
+
+
 def test_feedback_dropout_only_acts_in_training():
     batch = tiny_batch()
     torch.manual_seed(0)

@@ -57,6 +57,13 @@ class IEINConfig(ModelConfig):
     #: it stops the EC-Encoder from trusting fed-back labels blindly, since on the training
     #: set they are far more accurate than they will be on unseen dialogues.
     feedback_dropout: float = 0.0
+    #: Training only: probability that a *context* utterance's fed-back distribution is its
+    #: gold label (one-hot) instead of the prediction, drawn per utterance and pass.  Not in
+    #: the paper; it trains the EC-Encoder on context labels between the Gold Label oracle's
+    #: and its own.  An utterance never reads its own gold label (the Gold Label variant's
+    #: path, :meth:`ECEncoder.forward_context_only`); at 0, and always at inference, the
+    #: passes are the paper's.
+    gold_context: float = 0.0
     #: Width of a learned linear map of the utterance vectors before eq. 9-10 (0: none, u as
     #: the encoder gives it).  Not in the paper: eq. 7 ties the EC-Encoder's GRU size to
     #: u's width plus ``emotion_dim``, 416 for MiniLM's 384-d vectors against the paper's 232,
@@ -70,6 +77,10 @@ class IEINConfig(ModelConfig):
             raise ConfigError("model config field 'iterations': T must be >= 0")
         if not 0.0 <= self.feedback_dropout < 1.0:
             raise ConfigError("model config field 'feedback_dropout' must be in [0, 1)")
+        if not 0.0 <= self.gold_context <= 1.0:
+            raise ConfigError("model config field 'gold_context' must be in [0, 1]")
+        if self.gold_context > 0 and self.variant != "iein":
+            raise ConfigError("model config field 'gold_context' applies to variant 'iein' only")
         if self.n_labels < 2:
             raise ConfigError("model config field 'n_labels': need at least 2 labels")
         if self.lam < 0:
@@ -222,7 +233,8 @@ class IEIN(ConversationModel):
     def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
         """Eq. 9-10 from the utterance vectors ``u (B, N, du)``: the logits of P^0 ... P^T.
         The Gold Label variant reads ``batch.labels`` (it is an oracle)."""
-        return self.iterate(u, batch.n_utts, batch.labels if self.is_oracle else None)
+        reads_gold = self.is_oracle or (self.training and self.config.gold_context > 0)
+        return self.iterate(u, batch.n_utts, batch.labels if reads_gold else None)
 
     def stream_start(self) -> list[Any]:
         """One EC-Encoder GRU state per pass (T for IEIN, one for No Label), none yet."""
@@ -267,10 +279,21 @@ class IEIN(ConversationModel):
                 if self.training and cfg.feedback_dropout > 0:
                     drop = torch.rand(p.shape[:-1], device=p.device) < cfg.feedback_dropout
                     p_in = torch.where(drop.unsqueeze(-1), torch.full_like(p_in, 1.0 / cfg.n_labels), p_in)
-                logits = self.ec_encoder(u, p_in, n_utts, shared)
+                if self.training and cfg.gold_context > 0 and gold is not None:
+                    logits = self.ec_encoder.forward_context_only(u, self._gold_mix(p_in, gold), p_in, n_utts)
+                else:
+                    logits = self.ec_encoder(u, p_in, n_utts, shared)
                 steps.append(logits)
                 p = torch.softmax(logits, dim=-1)
         return steps
+
+    def _gold_mix(self, p: Tensor, gold: Tensor) -> Tensor:
+        """``p`` with each labelled utterance's distribution replaced by its gold one-hot with
+        probability ``gold_context`` (the context the EC-Encoder reads; see the config field)."""
+        cfg = self.config
+        take = (torch.rand(p.shape[:-1], device=p.device) < cfg.gold_context) & (gold >= 0)
+        one_hot = F.one_hot(gold.clamp(min=0), cfg.n_labels).to(p.dtype)
+        return torch.where(take.unsqueeze(-1), one_hot, p)
 
     def loss(self, steps: list[Tensor], batch: Batch, class_weight: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         return iein_loss(steps, batch.labels, self.config.lam, class_weight)
