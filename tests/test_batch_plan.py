@@ -116,17 +116,24 @@ def start_paused(args: list[str], pause_at: str, tmp_path: Path) -> subprocess.P
 
 
 @pytest.mark.slow  # a fresh interpreter (torch + transformers import)
-def test_killed_stage1_fine_tune_resumes_bit_identically(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inside_epoch", [False, True])
+def test_killed_stage1_fine_tune_resumes_bit_identically(tmp_path: Path, inside_epoch: bool, capsys) -> None:
+    """Killed after step 3 of epoch 2: resumed from epoch 1's end, or (``resume_every_s``) from
+    that step; either way it ends as the uninterrupted run."""
     from iein.cli import main
 
     args = stage1_args(tmp_path)
+    cut_args = args + ["--set", "train.resume_every_s=0.000001"] if inside_epoch else args
     out, ref = tmp_path / "cut.safetensors", tmp_path / "ref.safetensors"
     # killed mid-epoch 2, after its 3rd of 6 steps (48 utterances, 8 a step): the schedule is mid-way
-    proc = start_paused(args + ["--out", str(out)], "2.3", tmp_path)
+    proc = start_paused(cut_args + ["--out", str(out)], "2.3", tmp_path)
     assert main(["train", *args, "--out", str(ref)]) == 0  # meanwhile: the uninterrupted run
     kill_when_paused(proc)
     assert side_files(out)[1].is_file() and not out.exists()
-    assert main(["train", *args, "--out", str(out), "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["train", *cut_args, "--out", str(out), "--resume"]) == 0
+    where = "in epoch 2 after step 3 of 6" if inside_epoch else "after epoch 1"
+    assert f"resuming {where}" in capsys.readouterr().err
     got, want = load_file(str(out)), load_file(str(ref))
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     summary, ref_summary = (json.loads(p.with_suffix(".json").read_text()) for p in (out, ref))

@@ -12,6 +12,7 @@ from iein.checkpoint import load_checkpoint, read_metadata
 from iein.cli import main
 from iein.data.conversation import Corpus
 from iein.errors import CheckpointError, ConfigError
+from iein.training.callbacks import Callback
 from iein.evaluation.evaluate import predict_steps
 from iein.data.batching import iter_batches
 from iein.training.config import TrainConfig
@@ -97,6 +98,41 @@ def test_smoke_training_loss_falls_and_is_deterministic(meld_prepared, tmp_path)
     meta = read_metadata(tmp_path / "a.safetensors")
     assert meta["best_epoch"] == r1.best_epoch and meta["test"]["final"]["weighted_f1"] == r1.test["final"]["weighted_f1"]
     assert meta["embeddings"]["name"] == "glove-6b-50d" and len(meta["data_checksums"]["train"]) == 64
+
+
+def test_run_killed_inside_an_epoch_resumes_from_that_step_bit_identically(meld_prepared, tmp_path):
+    """With ``resume_every_s`` the resume state is also written after steps inside an epoch: a
+    run killed after step 3 of epoch 2 continues from step 4 (not from epoch 2's start) and
+    ends exactly where an uninterrupted run without such states ends."""
+    cfg = dict(lr=3e-3, max_epochs=2, patience=10, seed=5, threads=1, batch_size=8)
+    full = train(meld_prepared, small_exp(**cfg), out=tmp_path / "full.safetensors", log=lambda _: None)
+    exp = small_exp(**cfg, resume_every_s=1e-9)  # a state after every step
+
+    class Killed(Exception):
+        pass
+
+    class KillAt(Callback):
+        def on_step(self, epoch: int, step: int) -> None:
+            if (epoch, step) == (2, 3):
+                raise Killed
+
+    out = tmp_path / "cut.safetensors"
+    with pytest.raises(Killed):
+        train(meld_prepared, exp, out=out, log=lambda _: None, callbacks=[KillAt()])
+    assert side_files(out)[1].exists() and not out.exists()
+    logs: list[str] = []
+    resumed = train(meld_prepared, exp, out=out, resume=True, log=logs.append)
+    assert any(m.startswith("resuming in epoch 2 after step 3 of 8") for m in logs)
+
+    def drop_time(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert drop_time(resumed.history) == drop_time(full.history)
+    assert resumed.dev == full.dev and resumed.test == full.test
+    a, b = load_checkpoint(out).model.state_dict(), load_checkpoint(tmp_path / "full.safetensors").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    with pytest.raises(ConfigError, match="resume_every_s"):
+        TrainConfig(resume_every_s=-1.0)
 
 
 def test_interrupted_run_resumes_bit_identically(meld_prepared, tmp_path):

@@ -123,7 +123,7 @@ def same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         diff = []
         for k in sorted(set(have) | set(want)):
-            if k in ("threads", "device"):
+            if k in SPEED_ONLY_FIELDS:
                 continue
             h = have.get(k, defaults.get(k, dataclasses.MISSING))
             w = want.get(k, defaults.get(k, dataclasses.MISSING))

@@ -51,6 +51,11 @@ class TrainConfig(Config):
     #: then uses that micro-F1 instead of weighted F1.
     exclude_label: str | None = None
     device: str = "cpu"  # "cuda", "cuda:1", ...; mixed precision (bf16 autocast) on GPU
+    #: Also write the resume state inside an epoch, after the first step that ends this many
+    #: seconds after the last write (0: at epoch ends only).  For epochs that last an hour
+    #: (fine-tuning a transformer on CPU), so a kill loses minutes, not the epoch; the resumed
+    #: run is the same as an uninterrupted one.  Single process only.
+    resume_every_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_unit not in BATCH_UNITS:
@@ -63,10 +68,18 @@ class TrainConfig(Config):
             raise ConfigError(f"train config field 'warmup' must be in [0, 1), got {self.warmup!r}")
         if self.class_weighting not in ("none", "balanced", "sqrt"):
             raise ConfigError(f"train config field 'class_weighting': unknown {self.class_weighting!r}")
+        if self.resume_every_s < 0:
+            raise ConfigError(f"train config field 'resume_every_s' must be >= 0 (0: at epoch ends only), "
+                              f"got {self.resume_every_s!r}")
         for name in ("lr", "batch_size", "max_epochs", "threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train config field {name!r} must be > 0")
 
+
+
+#: TrainConfig fields that change how fast a run goes, never what it computes: a resume state,
+#: a recorded run or a plan that differs only in these is the same run.
+SPEED_ONLY_FIELDS = ("threads", "device", "eval_batch_size", "resume_every_s")
 
 
 @dataclass
@@ -253,7 +266,7 @@ PRESETS["iemocap-minilm"] = Preset(
 #: EmoBERTa), pooled over the target's own tokens, in batches of 16 length-grouped utterances
 #: with BERT's warm-up and linear decay; stage 2 trains IEIN on its frozen, cached vectors.
 _CTX_STAGE1_TRAIN = dict(batch_unit="utterances", batch_size=16, lr=1e-3, weight_decay=0.0, schedule="linear",
-                         warmup=0.1, clip_norm=1.0, min_epochs=0)
+                         warmup=0.1, clip_norm=1.0, min_epochs=0, resume_every_s=600.0)
 _CTX_ENCODER = dict(model="minilm", mode="finetune", save_full_weights=True, pooling="target", speaker_names=True,
                     encoder_lr=5e-5)
 for _ds, _window, _tokens, _epochs in (("iemocap", (4, 2), 128, 4), ("meld", (3, 1), 96, 3)):

@@ -36,7 +36,7 @@ def stage1_file(first: ExperimentConfig, dataset: str, folder: str | Path, quick
     """Where the stage-1 model ``first`` lives in ``folder``: the name holds a hash of its
     experiment (speed-only settings aside) and of the data's name."""
     train_cfg = {k: v for k, v in first.train.to_dict().items()
-                 if k not in ("threads", "device") and not (k in ADDED_TRAIN_DEFAULTS and v == ADDED_TRAIN_DEFAULTS[k])}
+                 if k not in ("threads", "device", "resume_every_s") and not (k in ADDED_TRAIN_DEFAULTS and v == ADDED_TRAIN_DEFAULTS[k])}
     ident = hashlib.sha256(json.dumps([dataset, first.to_dict() | {"train": train_cfg}, quick],
                                       sort_keys=True).encode()).hexdigest()[:12]
     return Path(folder) / f"{dataset}-{first.preset}-seed{first.train.seed}-{ident}.safetensors"

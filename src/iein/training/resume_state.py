@@ -2,7 +2,8 @@
 format: what ``resume=True`` reads back (checked before use) and what each epoch writes.
 
 * ``<out stem>.best.safetensors``: the best model so far (a normal checkpoint);
-* ``<out stem>.resume.pt``: the state after the last finished epoch, ``{format, sha256,
+* ``<out stem>.resume.pt``: the state after the last finished epoch (or, with
+  ``resume_every_s``, after a step inside the epoch that is under way), ``{format, sha256,
   payload}`` where the payload is the state's own ``torch.save`` bytes, so a flipped bit
   anywhere is caught before any of it is used.  It holds tensors and plain values only and is
   read with ``torch.load(weights_only=True)``.
@@ -158,9 +159,13 @@ def check_resume_state(out: str | Path, resume: bool, force: bool) -> None:
 def save_resume_state(path: Path, identity: str, model: ConversationModel, optim: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LRScheduler | None,
                  best_state: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
-                 stopper: EarlyStopping, rng_states: list[dict[str, Any]]) -> None:
+                 stopper: EarlyStopping, rng_states: list[dict[str, Any]],
+                 partial: dict[str, Any] | None = None) -> None:
     """The state after an epoch (weights, optimiser, scheduler, best model, history, early
-    stopping, every process's RNG), inside the checksummed envelope, written atomically."""
+    stopping, every process's RNG), inside the checksummed envelope, written atomically.
+    ``partial``: where inside an epoch the state was taken (its number, the steps done, the
+    loss sums and seconds so far); its RNG state's data order is then the epoch's start, so
+    the resumed run draws the same order and skips the steps done."""
     state = {
         "format": RESUME_FORMAT, "identity": identity,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -168,6 +173,7 @@ def save_resume_state(path: Path, identity: str, model: ConversationModel, optim
         "scheduler": sched.state_dict() if sched is not None else None,
         "history": json.dumps(history), "best_score": stopper.best_score, "best_epoch": stopper.best_epoch,
         "rng": rng_states,  # one per process (rank 0's first)
+        "partial": json.dumps(partial) if partial is not None else None,
     }
     buf = io.BytesIO()
     torch.save(state, buf)

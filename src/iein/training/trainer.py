@@ -14,8 +14,8 @@ Files of a run writing to ``out`` (e.g. ``runs/meld-seed0.safetensors``):
 * ``<out stem>.best.safetensors``: the best model so far, a normal checkpoint, rewritten
   atomically whenever dev improves (what is left if the run dies);
 * ``<out stem>.resume.pt``: the state after the last finished epoch (weights, optimiser,
-  every RNG, history, early-stopping state), written atomically every epoch;
-  ``resume=True`` continues from it and gives bit-identical results on CPU.  It holds
+  every RNG, history, early-stopping state), written atomically every epoch, and with
+  ``resume_every_s`` also inside one (a long transformer epoch); ``resume=True`` continues from it and gives bit-identical results on CPU.  It holds
   tensors and plain values only and is read with ``torch.load(weights_only=True)``.
 
 Both side files are removed when the run ends.
@@ -44,7 +44,7 @@ from ..data.batching import EncodedConversation, encode_with
 from ..data.conversation import Conversation, Corpus
 from ..encoders.base import Featurizer
 from ..encoders.registry import get_encoder_class
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..evaluation.evaluate import evaluate_model, selection_metric
 from ..models.base import ConversationModel
 from ..models.registry import build_model
@@ -53,7 +53,7 @@ from ..atomic import remove_stale_temporaries
 from . import distributed
 from .batch_plan import epoch_order, lr_schedule, n_steps, utterance_items
 from .callbacks import Callback
-from .config import TrainConfig
+from .config import SPEED_ONLY_FIELDS, TrainConfig
 from .early_stopping import EarlyStopping, cut_by_cap
 from .experiment import ExperimentConfig
 from .resume_state import (RESUME_FORMAT, check_resume_state, load_resume_state, read_resume_state,  # noqa: F401
@@ -199,7 +199,7 @@ def run_identity(data: PreparedData, exp: ExperimentConfig) -> str:
     """What a resume state must match: the experiment (minus speed-only settings), the data
     and the code version."""
     ident = exp.to_dict()
-    for key in ("threads", "device", "eval_batch_size"):
+    for key in SPEED_ONLY_FIELDS:
         ident["train"].pop(key, None)
     blob = json.dumps({"exp": ident, "data": data.data_checksums, "labels": list(data.labels),
                        "features": data.featurizer.key(), "version": __version__}, sort_keys=True)
@@ -282,6 +282,11 @@ class _Run:
         self.stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
+        #: where a restored resume state stopped inside an epoch (see ``resume_every_s``)
+        self.partial: dict[str, Any] | None = None
+        if cfg.resume_every_s > 0 and ctx.world > 1:
+            raise ConfigError("train config field 'resume_every_s': resume states inside an epoch are written by "
+                              "a single process only (use 0 with torchrun)")
         self.net = distributed.wrap(self.model, ctx)  # what trains; ``model`` is evaluated and saved
         self.meta = _checkpoint_meta(data, exp, extra_meta)
 
@@ -308,21 +313,43 @@ class _Run:
         self.history = json.loads(st["history"])
         self.stopper.best_score, self.stopper.best_epoch = float(st["best_score"]), int(st["best_epoch"])
         set_rng_state(st["rng"], self.rng, self.cfg.seed, self.ctx)
-        self.log(f"resuming after epoch {len(self.history)} (best epoch {self.stopper.best_epoch}) from "
-                 f"{side_files(out)[1]}")
+        self.partial = _read_partial(st.get("partial"), len(self.history) + 1, self.n_batches, side_files(out)[1])
+        where = (f"in epoch {self.partial['epoch']} after step {self.partial['steps']} of {self.n_batches}"
+                 if self.partial else f"after epoch {len(self.history)}")
+        self.log(f"resuming {where} (best epoch {self.stopper.best_epoch}) from {side_files(out)[1]}")
 
     def one_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
         """Train one epoch: the loss sums over every process, and the seconds it took."""
         t0 = time.perf_counter()
         self.model.train()
+        start_order = json.dumps(self.rng.bit_generator.state)  # a state inside this epoch redraws its order
         order = epoch_order(self.train_set, self.cfg, self.rng)  # the same on every process
-        batches = distributed.rank_batches(self.train_set, order, self.cfg.batch_size,
+        done, sums, before = 0, {"loss": 0.0}, 0.0
+        if self.partial is not None:  # restored inside this epoch: skip the steps it had done
+            done, sums, before = self.partial["steps"], self.partial["sums"], self.partial["seconds"]
+            self.partial = None
+        batches = distributed.rank_batches(self.train_set, order[done * self.cfg.batch_size:], self.cfg.batch_size,
                                            self.model.utterance_encoder.collate, self.ctx)
-        bar = tqdm(batches, total=self.n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
+        bar = tqdm(batches, total=self.n_batches, initial=done, desc=f"epoch {epoch}", leave=False,
+                   disable=not self.progress)
+        callbacks = self.callbacks
+        if self.resume_path is not None and self.cfg.resume_every_s > 0:
+            saves = _MidEpochSaves(self, epoch, start_order, sums, before)
+            callbacks = [saves, *callbacks]  # written before any other callback sees the step
         sums = _train_epoch(self.net, bar, self.optim, self.sched, self.weight, self.ctx, self.cfg.clip_norm, epoch,
-                            self.callbacks, note=None if self.progress else self.log)
-        seconds = time.perf_counter() - t0
+                            callbacks, note=None if self.progress else self.log, first_step=done + 1, sums=sums)
+        seconds = before + time.perf_counter() - t0
         return distributed.all_sum(sums, self.ctx), seconds  # each process added its share of the global means
+
+    def save_inside_epoch(self, epoch: int, steps: int, start_order: str, sums: dict[str, float],
+                          seconds: float) -> None:
+        """The resume state after step ``steps`` of ``epoch`` (one process: see ``resume_every_s``),
+        its data-order RNG rewound to the epoch's start."""
+        assert self.resume_path is not None
+        rng = dict(rng_state(self.rng, self.ctx.device), numpy=start_order)
+        save_resume_state(self.resume_path, self.identity, self.model, self.optim, self.sched, self.best_state,
+                          self.history, self.stopper, [rng],
+                          partial={"epoch": epoch, "steps": steps, "sums": dict(sums), "seconds": seconds})
 
     def end_of_epoch(self, epoch: int, sums: dict[str, float], seconds: float) -> bool:
         """Score dev (rank 0 decides for every process), keep the best model, log, write the
@@ -397,17 +424,18 @@ class _Run:
 def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LRScheduler | None, weight: torch.Tensor | None,
                  ctx: distributed.Context, clip_norm: float, epoch: int, callbacks: Sequence[Callback],
-                 note: Log | None = None) -> dict[str, float]:
+                 note: Log | None = None, first_step: int = 1, sums: dict[str, float] | None = None) -> dict[str, float]:
     """One pass over ``batches`` (a tqdm over this process's batches): the optimiser steps and
-    the sums of the loss and its parts, each weighted by this process's share of the batch.
-    ``note``: where a log file (no progress bar) gets a line every :data:`PROGRESS_EVERY_S`
-    seconds, since a transformer epoch can take a quarter of an hour."""
+    the sums of the loss and its parts, each weighted by this process's share of the batch,
+    added to ``sums`` in place (a resumed epoch passes what its first ``first_step - 1`` steps
+    added).  ``note``: where a log file (no progress bar) gets a line every
+    :data:`PROGRESS_EVERY_S` seconds, since a transformer epoch can take a quarter of an hour."""
     device = ctx.device
     t0 = last_note = time.perf_counter()
     amp = device.type == "cuda"
     params = [p for g in optim.param_groups for p in g["params"]]
-    sums: dict[str, float] = {"loss": 0.0}
-    for step, batch in enumerate(batches, start=1):
+    sums = {"loss": 0.0} if sums is None else sums
+    for step, batch in enumerate(batches, start=first_step):
         batch = batch.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             output = net(batch, class_weight=weight)
@@ -437,6 +465,40 @@ def _train_epoch(net: torch.nn.Module, batches: Any, optim: torch.optim.Optimize
 
 #: Seconds between progress lines of an epoch in a log (see :func:`_train_epoch`).
 PROGRESS_EVERY_S = 300.0
+
+
+class _MidEpochSaves(Callback):
+    """Writes the run's resume state after the first step that ends ``resume_every_s`` seconds
+    after the last write (or the epoch's start), with the loss sums ``_train_epoch`` is adding to."""
+
+    def __init__(self, run: _Run, epoch: int, start_order: str, sums: dict[str, float], before: float) -> None:
+        self.run, self.epoch, self.start_order, self.sums = run, epoch, start_order, sums
+        self.t0 = self.last = time.perf_counter()
+        self.before = before  # seconds this epoch had run before a resume
+
+    def on_step(self, epoch: int, step: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.run.cfg.resume_every_s and step < self.run.n_batches:
+            self.run.save_inside_epoch(epoch, step, self.start_order, self.sums, self.before + now - self.t0)
+            self.last = time.perf_counter()
+
+
+def _read_partial(raw: Any, epoch: int, n_batches: int, path: Path) -> dict[str, Any] | None:
+    """A resume state's ``partial`` record (None: taken at an epoch's end), checked against
+    the run it resumes: the epoch after the history's last, and fewer steps than an epoch has."""
+    if raw is None:
+        return None
+    try:
+        part = json.loads(raw)
+        ok = (part["epoch"] == epoch and isinstance(part["steps"], int) and 0 < part["steps"] < n_batches
+              and isinstance(part["sums"], dict) and all(isinstance(v, float) for v in part["sums"].values())
+              and isinstance(part["seconds"], float))
+    except (TypeError, ValueError, KeyError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: corrupted resume state (its place inside epoch {epoch} does not fit this "
+                              "run); remove it to start over")
+    return part
 
 def _checkpoint_meta(data: PreparedData, exp: ExperimentConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
     return {
