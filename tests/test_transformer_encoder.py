@@ -132,6 +132,11 @@ def test_truncation_cuts_context_first_and_keeps_the_target(tiny_bert: Path, tmp
     assert toks[2] == ["[CLS]", "?", "[SEP]", "i", "am", "fine", "thanks", "[SEP]"]
     assert toks[1] == ["[CLS]", "world", "[SEP]", "how", "are", "you", "?", "[SEP]"]  # past nearest, future cut
     assert all(len(t) <= 8 for t in toks)
+    assert feat.coverage["cut_context"] == 4  # every input lost some of its window: counted for the log
+    logs: list[str] = []
+    TransformerEncoder.build_featurizer(feat.config, [CONV], log=logs.append)
+    assert "window 2 past / 1 future" in logs[-1] and "100.0% with context cut to fit" in logs[-1]
+    assert build(tiny_bert, tmp_path, window_past=1, window_future=1)[0].coverage["cut_context"] == 0
     long = dialogue("one two three four five six great bad good sad", "okay")
     toks = tokens(feat, long)
     assert toks[0] == ["[CLS]", "one", "two", "three", "four", "five", "six", "[SEP]"]  # target alone: its start

@@ -224,9 +224,13 @@ class TransformerEncoder(UtteranceEncoder):
         _, stats = feat.build_with_stats(train)
         feat.coverage = {**stats, "unk_rate": stats["unk"] / max(stats["tokens"], 1)}
         mix = f", learned mix of the last {config.layers} layers" if config.layers > 1 else ""
-        log(f"transformer {feat.provenance['name']} ({feat.hidden_size}d, {config.mode}, {config.pooling} pooling{mix}): "
-            f"{stats['utterances']} training utterances, {100 * feat.coverage['unk_rate']:.2f}% unknown tokens, "
-            f"{stats['truncated_targets']} truncated to {config.max_tokens} tokens")
+        window = (f", window {config.window_past} past / {config.window_future} future"
+                  if config.window_past or config.window_future else "")
+        cut = (f", {100 * stats['cut_context'] / max(stats['utterances'], 1):.1f}% with context cut to fit"
+               if window else "")
+        log(f"transformer {feat.provenance['name']} ({feat.hidden_size}d, {config.mode}, {config.pooling} pooling{mix}"
+            f"{window}): {stats['utterances']} training utterances, {100 * feat.coverage['unk_rate']:.2f}% unknown "
+            f"tokens, {stats['truncated_targets']} truncated to {config.max_tokens} tokens{cut}")
         return feat, changes
 
     @classmethod

@@ -103,7 +103,8 @@ class TransformerFeaturizer(Featurizer):
         budget = cfg.max_tokens - len(self.prefix) - len(self.suffix)
         unk = self.tokenizer.unk_token_id
         out: list[list[np.ndarray]] = []
-        stats = {"utterances": len(texts), "tokens": sum(map(len, tokens)), "unk": 0, "truncated_targets": 0}
+        stats = {"utterances": len(texts), "tokens": sum(map(len, tokens)), "unk": 0, "truncated_targets": 0,
+                 "cut_context": 0}
         if unk is not None:
             stats["unk"] = sum(t.count(unk) for t in tokens)
         start = 0
@@ -115,6 +116,7 @@ class TransformerFeaturizer(Featurizer):
                 target = own[:budget]
                 stats["truncated_targets"] += len(own) > budget
                 past, future = self._context(utts, i, budget - len(target))
+                stats["cut_context"] += self._window_tokens(utts, i) > sum(map(len, past + future))
                 ids = list(self.prefix)
                 for part in reversed(past):
                     ids += part
@@ -144,6 +146,11 @@ class TransformerFeaturizer(Featurizer):
         if end == start:
             target[0] = 1
         return np.stack([arr, target])
+
+    def _window_tokens(self, utts: list[list[int]], i: int) -> int:
+        """Tokens of the context window around utterance ``i`` before any truncation."""
+        lo, hi = max(0, i - self.config.window_past), min(len(utts), i + 1 + self.config.window_future)
+        return sum(len(u) for u in utts[lo:hi]) - len(utts[i])
 
     def _context(self, utts: list[list[int]], i: int, room: int) -> tuple[list[list[int]], list[list[int]]]:
         """Past and future context of utterance ``i`` (nearest first) within ``room`` tokens.
