@@ -441,14 +441,21 @@ def test_detach_feedback_blocks_gradient_between_steps():
     assert model.initial_classifier.weight.grad is None or torch.all(model.initial_classifier.weight.grad == 0)
 
 
-def test_gold_context_acts_in_training_only_and_never_shows_an_utterance_its_own_label():
-    batch = tiny_batch()
+def twins_equal_in_eval(batch: Batch, **kw) -> tuple[IEIN, IEIN]:
+    """The paper's model and one with the training-only settings ``kw``, from the same seed;
+    checks that in eval mode (inference) they give the same steps."""
     torch.manual_seed(0)
     plain = tiny_model().eval()
     torch.manual_seed(0)
-    mixed = tiny_model(gold_context=1.0).eval()
-    for a, b in zip(steps_of(plain, batch), steps_of(mixed, batch)):
-        assert torch.equal(a, b)  # inference: the paper's passes
+    other = tiny_model(**kw).eval()
+    for a, b in zip(steps_of(plain, batch), steps_of(other, batch)):
+        assert torch.equal(a, b)
+    return plain, other
+
+
+def test_gold_context_acts_in_training_only_and_never_shows_an_utterance_its_own_label():
+    batch = tiny_batch()
+    plain, mixed = twins_equal_in_eval(batch, gold_context=1.0)  # inference: the paper's passes
     mixed.train()  # dropout 0, so training differs from eval only by the gold context
     trained = steps_of(mixed, batch)
     assert torch.equal(trained[0], steps_of(plain, batch)[0])  # P^0 reads no label
@@ -471,12 +478,7 @@ def test_gold_context_rejects_bad_values():
 
 def test_feedback_dropout_only_acts_in_training():
     batch = tiny_batch()
-    torch.manual_seed(0)
-    plain = tiny_model().eval()
-    torch.manual_seed(0)
-    dropped = tiny_model(feedback_dropout=0.5).eval()
-    for a, b in zip(steps_of(plain, batch), steps_of(dropped, batch)):
-        assert torch.equal(a, b)  # eval: identical
+    _, dropped = twins_equal_in_eval(batch, feedback_dropout=0.5)
     dropped.train()
     torch.manual_seed(1)
     s1 = steps_of(dropped, batch)

@@ -100,6 +100,18 @@ def test_smoke_training_loss_falls_and_is_deterministic(meld_prepared, tmp_path)
     assert meta["embeddings"]["name"] == "glove-6b-50d" and len(meta["data_checksums"]["train"]) == 64
 
 
+def assert_same_run(resumed, full, out: Path, full_out: Path) -> None:
+    """A resumed run ended exactly as the uninterrupted one: history (but its seconds),
+    selection, scores and every weight of the written checkpoint."""
+    def drop_time(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert drop_time(resumed.history) == drop_time(full.history)
+    assert resumed.best_epoch == full.best_epoch and resumed.dev == full.dev and resumed.test == full.test
+    a, b = load_checkpoint(out).model.state_dict(), load_checkpoint(full_out).model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
+
+
 def test_run_killed_inside_an_epoch_resumes_from_that_step_bit_identically(meld_prepared, tmp_path):
     """With ``resume_every_s`` the resume state is also written after steps inside an epoch: a
     run killed after step 3 of epoch 2 continues from step 4 (not from epoch 2's start) and
@@ -123,14 +135,7 @@ def test_run_killed_inside_an_epoch_resumes_from_that_step_bit_identically(meld_
     logs: list[str] = []
     resumed = train(meld_prepared, exp, out=out, resume=True, log=logs.append)
     assert any(m.startswith("resuming in epoch 2 after step 3 of 8") for m in logs)
-
-    def drop_time(history):
-        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
-
-    assert drop_time(resumed.history) == drop_time(full.history)
-    assert resumed.dev == full.dev and resumed.test == full.test
-    a, b = load_checkpoint(out).model.state_dict(), load_checkpoint(tmp_path / "full.safetensors").model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert_same_run(resumed, full, out, tmp_path / "full.safetensors")
     with pytest.raises(ConfigError, match="resume_every_s"):
         TrainConfig(resume_every_s=-1.0)
 
@@ -166,14 +171,7 @@ def test_interrupted_run_resumes_bit_identically(meld_prepared, tmp_path):
     logs: list[str] = []
     resumed = train(meld_prepared, exp, out=out, resume=True, log=logs.append)
     assert any(m.startswith("resuming after epoch 1") for m in logs)
-
-    def drop_time(history):
-        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
-
-    assert drop_time(resumed.history) == drop_time(full.history)
-    assert resumed.best_epoch == full.best_epoch and resumed.dev == full.dev and resumed.test == full.test
-    a, b = load_checkpoint(out).model.state_dict(), load_checkpoint(tmp_path / "full.safetensors").model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert_same_run(resumed, full, out, tmp_path / "full.safetensors")
     assert out.exists() and not best.exists() and not state.exists()
 
 
