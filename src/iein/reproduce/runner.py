@@ -98,7 +98,7 @@ def same_config(record: dict[str, Any], spec: RunSpec) -> str | None:
 
     from ..encoders.registry import get_encoder_class
     from ..models.registry import get_model_class
-    from ..training.config import TrainConfig
+    from ..training.config import SPEED_ONLY_FIELDS, TrainConfig
 
     record = upgrade_record(record)
     exp = spec.experiment()
