@@ -232,7 +232,8 @@ class IEIN(ConversationModel):
 
     def context(self, u: Tensor, batch: Batch) -> list[Tensor]:
         """Eq. 9-10 from the utterance vectors ``u (B, N, du)``: the logits of P^0 ... P^T.
-        The Gold Label variant reads ``batch.labels`` (it is an oracle)."""
+        The Gold Label variant reads ``batch.labels`` (it is an oracle), and so does training
+        with ``gold_context`` (for the context only)."""
         reads_gold = self.is_oracle or (self.training and self.config.gold_context > 0)
         return self.iterate(u, batch.n_utts, batch.labels if reads_gold else None)
 
@@ -273,13 +274,14 @@ class IEIN(ConversationModel):
             steps.append(self.ec_encoder.forward_context_only(u, p_gold, p_own, n_utts))
         else:
             p = torch.softmax(steps[0], dim=-1)
-            shared = self.ec_encoder.share(u, n_utts)
+            mix_gold = self.training and cfg.gold_context > 0 and gold is not None
+            shared = None if mix_gold else self.ec_encoder.share(u, n_utts)
             for _ in range(cfg.iterations):  # eq. 10, one shared EC-Encoder
                 p_in = p.detach() if cfg.detach_feedback else p
                 if self.training and cfg.feedback_dropout > 0:
                     drop = torch.rand(p.shape[:-1], device=p.device) < cfg.feedback_dropout
                     p_in = torch.where(drop.unsqueeze(-1), torch.full_like(p_in, 1.0 / cfg.n_labels), p_in)
-                if self.training and cfg.gold_context > 0 and gold is not None:
+                if mix_gold:
                     logits = self.ec_encoder.forward_context_only(u, self._gold_mix(p_in, gold), p_in, n_utts)
                 else:
                     logits = self.ec_encoder(u, p_in, n_utts, shared)

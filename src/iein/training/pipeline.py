@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from .config import SPEED_ONLY_FIELDS
 from .experiment import ExperimentConfig
 from .trainer import PreparedData, TrainResult, check_resume_state, side_files, train
 
@@ -32,11 +33,16 @@ Prepare = Callable[[str, dict[str, Any]], PreparedData]
 ADDED_TRAIN_DEFAULTS: dict[str, Any] = {"batch_unit": "dialogues", "schedule": "constant", "warmup": 0.0}
 
 
+#: Speed-only training settings left out of the name; ``eval_batch_size`` is speed-only too but
+#: was always part of the hash, so leaving it out now would rename every stage-1 file trained.
+_NAME_FREE_FIELDS = tuple(k for k in SPEED_ONLY_FIELDS if k != "eval_batch_size")
+
+
 def stage1_file(first: ExperimentConfig, dataset: str, folder: str | Path, quick: bool = False) -> Path:
     """Where the stage-1 model ``first`` lives in ``folder``: the name holds a hash of its
     experiment (speed-only settings aside) and of the data's name."""
     train_cfg = {k: v for k, v in first.train.to_dict().items()
-                 if k not in ("threads", "device", "resume_every_s") and not (k in ADDED_TRAIN_DEFAULTS and v == ADDED_TRAIN_DEFAULTS[k])}
+                 if k not in _NAME_FREE_FIELDS and not (k in ADDED_TRAIN_DEFAULTS and v == ADDED_TRAIN_DEFAULTS[k])}
     ident = hashlib.sha256(json.dumps([dataset, first.to_dict() | {"train": train_cfg}, quick],
                                       sort_keys=True).encode()).hexdigest()[:12]
     return Path(folder) / f"{dataset}-{first.preset}-seed{first.train.seed}-{ident}.safetensors"

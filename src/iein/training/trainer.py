@@ -15,8 +15,9 @@ Files of a run writing to ``out`` (e.g. ``runs/meld-seed0.safetensors``):
   atomically whenever dev improves (what is left if the run dies);
 * ``<out stem>.resume.pt``: the state after the last finished epoch (weights, optimiser,
   every RNG, history, early-stopping state), written atomically every epoch, and with
-  ``resume_every_s`` also inside one (a long transformer epoch); ``resume=True`` continues from it and gives bit-identical results on CPU.  It holds
-  tensors and plain values only and is read with ``torch.load(weights_only=True)``.
+  ``resume_every_s`` also inside one (a long transformer epoch); ``resume=True``
+  continues from it and gives bit-identical results on CPU.  It holds tensors and plain
+  values only and is read with ``torch.load(weights_only=True)``.
 
 Both side files are removed when the run ends.
 
@@ -334,7 +335,7 @@ class _Run:
                    disable=not self.progress)
         callbacks = self.callbacks
         if self.resume_path is not None and self.cfg.resume_every_s > 0:
-            saves = _MidEpochSaves(self, epoch, start_order, sums, before)
+            saves = _MidEpochSaves(self, start_order, sums, before)
             callbacks = [saves, *callbacks]  # written before any other callback sees the step
         sums = _train_epoch(self.net, bar, self.optim, self.sched, self.weight, self.ctx, self.cfg.clip_norm, epoch,
                             callbacks, note=None if self.progress else self.log, first_step=done + 1, sums=sums)
@@ -471,8 +472,8 @@ class _MidEpochSaves(Callback):
     """Writes the run's resume state after the first step that ends ``resume_every_s`` seconds
     after the last write (or the epoch's start), with the loss sums ``_train_epoch`` is adding to."""
 
-    def __init__(self, run: _Run, epoch: int, start_order: str, sums: dict[str, float], before: float) -> None:
-        self.run, self.epoch, self.start_order, self.sums = run, epoch, start_order, sums
+    def __init__(self, run: _Run, start_order: str, sums: dict[str, float], before: float) -> None:
+        self.run, self.start_order, self.sums = run, start_order, sums
         self.t0 = self.last = time.perf_counter()
         self.before = before  # seconds this epoch had run before a resume
 
