@@ -153,6 +153,9 @@ def _mpnet(args: argparse.Namespace, common: list[str], tmp: str) -> None:
     if not args.from_checkpoint:
         _train(argv)
     meta = _same_run(ckpt, args.name, dataset, args.seed)
+    # the card's command must be the one that wrote the reused file: its thread count changes
+    # the order of sums, so the recorded one, not this script's --threads
+    argv[argv.index("--threads") + 1] = str(meta["train_config"]["threads"])
     selection = (f"seed {args.seed} of the preset's seeds 0-4, the highest dev weighted F1 (docs/results.md)"
                  if args.from_checkpoint else None)
     card = make_card(args.name, meta, [_command(argv, f"{args.name}.safetensors")], args.seed, dataset=dataset,

