@@ -122,6 +122,14 @@ def _install(ckpt: Path, name: str, card: dict[str, Any]) -> None:
     print(f"wrote {DEST / f'{name}.safetensors'} ({size / 1e6:.2f} MB) test w-F1 {card['test_weighted_f1']:.2f}")
 
 
+def _as_recorded(argv: list[str], meta: dict[str, Any]) -> list[str]:
+    """``argv`` with the thread count that ``meta``'s run recorded: a reused file's card must
+    give the command that wrote it, and the thread count changes the order of sums."""
+    out = list(argv)
+    out[out.index("--threads") + 1] = str(meta["train_config"]["threads"])
+    return out
+
+
 def _train(argv: list[str]) -> None:
     if iein_main(argv) != 0:
         sys.exit(f"training failed: iein {' '.join(argv)}")
@@ -153,9 +161,8 @@ def _mpnet(args: argparse.Namespace, common: list[str], tmp: str) -> None:
     if not args.from_checkpoint:
         _train(argv)
     meta = _same_run(ckpt, args.name, dataset, args.seed)
-    # the card's command must be the one that wrote the reused file: its thread count changes
-    # the order of sums, so the recorded one, not this script's --threads
-    argv[argv.index("--threads") + 1] = str(meta["train_config"]["threads"])
+    if args.from_checkpoint:
+        argv = _as_recorded(argv, meta)
     selection = (f"seed {args.seed} of the preset's seeds 0-4, the highest dev weighted F1 (docs/results.md)"
                  if args.from_checkpoint else None)
     card = make_card(args.name, meta, [_command(argv, f"{args.name}.safetensors")], args.seed, dataset=dataset,
@@ -192,6 +199,8 @@ def main() -> None:
         if not args.stage1:
             _train(argv1)
         meta1 = read_metadata(first)
+        if args.stage1:
+            argv1 = _as_recorded(argv1, meta1)
         if meta1.get("model_type") != "cnn" or meta1.get("encoder_type") != "transformer":
             sys.exit(f"{first}: not a stage-1 checkpoint of this recipe (cnn on transformer)")
         argv2 = ["train", *common, *STAGE2, "--encoder-from", str(first), "--out", str(ckpt)]
